@@ -1,0 +1,75 @@
+"""Errors raised by fusion-dspy.
+
+One base class, :class:`FusionError`, so callers can catch everything the library raises on purpose.
+Each subclass carries the context a user needs to fix the problem (a path, a line, an endpoint).
+"""
+
+from __future__ import annotations
+
+
+class FusionError(Exception):
+    """Base class of every error fusion-dspy raises on purpose."""
+
+
+class ConfigurationError(FusionError, ValueError):
+    """A setting, argument or configuration file is invalid. Raised before any model call."""
+
+
+class DataError(FusionError, ValueError):
+    """A data file or row is malformed.
+
+    Attributes:
+        path: the file that holds the bad row.
+        line: 1-based line (or row) number, or None when the whole file is bad.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None):
+        self.path = path
+        self.line = line
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(where + message)
+
+
+class ModelFileError(FusionError, FileNotFoundError):
+    """The embedded model's GGUF file is missing or unreadable."""
+
+
+class ServerError(FusionError, RuntimeError):
+    """A model server could not be started, or stopped being healthy.
+
+    Attributes:
+        name: the server's name (the served model name).
+        log_tail: the last lines of the server's log, for diagnosis.
+    """
+
+    def __init__(self, message: str, *, name: str | None = None, log_tail: str = ""):
+        self.name = name
+        self.log_tail = log_tail
+        text = message
+        if log_tail:
+            text += "\n--- last lines of the server log ---\n" + log_tail
+        super().__init__(text)
+
+
+class EndpointError(FusionError, ConnectionError):
+    """An endpoint cannot be reached or keeps failing.
+
+    Attributes:
+        endpoint: the endpoint's name.
+        api_base: the URL that was tried.
+    """
+
+    def __init__(self, message: str, *, endpoint: str | None = None, api_base: str | None = None):
+        self.endpoint = endpoint
+        self.api_base = api_base
+        super().__init__(message)
+
+
+class SamplingError(FusionError, RuntimeError):
+    """No candidate could be produced for an example (every sample failed)."""
+
+
+class AggregationError(FusionError, RuntimeError):
+    """An aggregator could not produce a result and had no fallback left."""

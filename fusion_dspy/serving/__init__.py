@@ -1,0 +1,1 @@
+"""Model servers: the embedded CPU model, vLLM launchers, and routing across replicas."""

@@ -1,0 +1,228 @@
+"""The data that flows through fusion-dspy: candidates, selections and fusions.
+
+Small frozen dataclasses with ``to_dict`` so records can be written as JSON lines unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+
+def _add_usage(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for key, value in b.items():
+        if isinstance(value, (int, float)):
+            out[key] = out.get(key, 0) + int(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens and seconds spent by one stage (sampling, aggregation) or summed over several."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.seconds + other.seconds,
+            self.calls + other.calls,
+        )
+
+    @classmethod
+    def from_lm_usage(cls, lm_usage: Mapping[str, Any] | None, seconds: float = 0.0, calls: int = 0) -> "Usage":
+        """Sum a DSPy/LiteLLM usage mapping (``{model: {prompt_tokens, ...}}`` or flat) into one Usage."""
+        if not lm_usage:
+            return cls(seconds=seconds, calls=calls)
+        entries = lm_usage.values() if all(isinstance(v, Mapping) for v in lm_usage.values()) else [lm_usage]
+        prompt = completion = 0
+        for entry in entries:
+            prompt += int(entry.get("prompt_tokens") or 0)
+            completion += int(entry.get("completion_tokens") or 0)
+        return cls(prompt, completion, seconds, calls)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "seconds": round(self.seconds, 4),
+            "calls": self.calls,
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One sampled output of the wrapped program.
+
+    Attributes:
+        index: position in the candidate set (sampling order, before any shuffling).
+        model: name of the endpoint/LM that produced it.
+        sample: sample index within that model (0..k-1).
+        outputs: the wrapped signature's output fields; empty when the sample failed.
+        usage: tokens and seconds attributed to this sample.
+        error: why the sample failed (None when it succeeded).
+        raw: the raw LM text when it had to be parsed leniently or could not be parsed.
+        parse: how the outputs were obtained: "adapter", "lenient", or "failed".
+    """
+
+    index: int
+    model: str
+    sample: int
+    outputs: dict[str, Any]
+    usage: Usage = field(default_factory=Usage)
+    error: str | None = None
+    raw: str | None = None
+    parse: str = "adapter"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outputs"] = {k: _jsonable(v) for k, v in self.outputs.items()}
+        d["usage"] = self.usage.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    """All candidates sampled for one example, so that every aggregator sees the identical pool."""
+
+    inputs: dict[str, Any]
+    candidates: tuple[Candidate, ...]
+    output_fields: tuple[str, ...]
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def ok(self) -> tuple[Candidate, ...]:
+        """The candidates that succeeded, in sampling order."""
+        return tuple(c for c in self.candidates if c.ok)
+
+    @property
+    def failed(self) -> tuple[Candidate, ...]:
+        return tuple(c for c in self.candidates if not c.ok)
+
+    def first(self, k: int) -> "CandidateSet":
+        """The first ``k`` candidates (for scaling curves: a smaller N reuses a larger pool)."""
+        kept = self.candidates[:k]
+        usage = Usage()
+        for c in kept:
+            usage = usage + c.usage
+        return CandidateSet(self.inputs, kept, self.output_fields, usage)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": {k: _jsonable(v) for k, v in self.inputs.items()},
+            "output_fields": list(self.output_fields),
+            "candidates": [c.to_dict() for c in self.candidates],
+            "usage": self.usage.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CandidateSet":
+        cands = []
+        for c in d["candidates"]:
+            u = c.get("usage") or {}
+            cands.append(
+                Candidate(
+                    index=c["index"],
+                    model=c["model"],
+                    sample=c["sample"],
+                    outputs=dict(c.get("outputs") or {}),
+                    usage=Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), u.get("seconds", 0.0), u.get("calls", 0)),
+                    error=c.get("error"),
+                    raw=c.get("raw"),
+                    parse=c.get("parse", "adapter"),
+                )
+            )
+        u = d.get("usage") or {}
+        usage = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), u.get("seconds", 0.0), u.get("calls", 0))
+        return cls(dict(d["inputs"]), tuple(cands), tuple(d["output_fields"]), usage)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The result of a selection aggregator (Best-of-N, majority vote, oracle).
+
+    Attributes:
+        index: ``Candidate.index`` of the chosen candidate.
+        scores: score per candidate index (None where a score could not be obtained).
+        method: "best_of_n", "majority" or "oracle".
+        fallback: why the usual rule could not be applied (None when it was).
+        details: method-specific extras (rater analyses, vote counts).
+    """
+
+    index: int
+    outputs: dict[str, Any]
+    scores: dict[int, float | None]
+    method: str
+    usage: Usage = field(default_factory=Usage)
+    fallback: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "outputs": {k: _jsonable(v) for k, v in self.outputs.items()},
+            "scores": {str(k): v for k, v in self.scores.items()},
+            "method": self.method,
+            "usage": self.usage.to_dict(),
+            "fallback": self.fallback,
+            "details": _jsonable(self.details),
+        }
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """The result of Fusion-of-N over a candidate set.
+
+    Attributes:
+        outputs: the fused answer, with exactly the wrapped signature's output fields.
+        comparison: the fusor's comparison of the candidates.
+        order: ``Candidate.index`` of the candidates in the order they were shown to the fusor.
+        fallback: why the fused answer is not the fusor's own (None when it is).
+        trimmed: how candidates were shortened to fit the fusor's context, if they were.
+    """
+
+    outputs: dict[str, Any]
+    comparison: str
+    order: tuple[int, ...]
+    usage: Usage = field(default_factory=Usage)
+    fallback: str | None = None
+    raw: str | None = None
+    trimmed: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outputs": {k: _jsonable(v) for k, v in self.outputs.items()},
+            "comparison": self.comparison,
+            "order": list(self.order),
+            "usage": self.usage.to_dict(),
+            "fallback": self.fallback,
+            "raw": self.raw,
+            "trimmed": self.trimmed,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    """Best-effort conversion to JSON-serialisable values (pydantic models, tuples, sets)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    return str(value)

@@ -1,0 +1,37 @@
+"""Shared fixtures: DSPy settings reset per test, and one embedded model server per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import dspy  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+
+
+@pytest.fixture(autouse=True)
+def _reset_dspy_settings():
+    """Each test starts with DSPy's global settings as they were (no LM, default adapter)."""
+    with dspy.context(lm=None, adapter=None, trace=None):
+        yield
+
+
+@pytest.fixture(scope="session")
+def embedded_server():
+    """The embedded SmolLM2 server, started once for all integration tests."""
+    import fusion_dspy as fd
+
+    server = fd.embedded()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> str:
+    if not os.path.isdir(SHARED_DATA):
+        pytest.skip("../shared/data is not beside the repository")
+    return SHARED_DATA
