@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import uuid
 
 import dspy
 import pytest
@@ -98,12 +99,13 @@ def test_every_replica_dead_raises_endpoint_error():
 def test_responses_are_cached_without_server_addresses(two_servers):
     a, b = two_servers
     lm = _endpoint(a, b).lm(max_tokens=32, temperature=0.7)
-    first = lm("cache me please", rollout_id=991)
-    calls = a.calls + b.calls
-    again = lm("cache me please", rollout_id=991)
-    assert again == first and a.calls + b.calls == calls
-    other = lm.copy(rollout_id=992)("cache me please")
-    assert other == first and a.calls + b.calls == calls + 1  # another rollout is another request
+    prompt = f"cache me please {uuid.uuid4().hex}"  # dspy.cache persists on disk across test runs
+    first = lm(prompt, rollout_id=1)
+    assert a.calls + b.calls == 1
+    again = lm(prompt, rollout_id=1)
+    assert again == first and a.calls + b.calls == 1
+    other = lm.copy(rollout_id=2)(prompt)
+    assert other == first and a.calls + b.calls == 2  # another rollout is another request
 
 
 def test_async_calls_go_through_the_router(two_servers):
