@@ -104,6 +104,7 @@ class Endpoint:
             **kwargs,
         )
         lm.fd_name = self.name  # the endpoint name, recorded with every candidate
+        lm.fd_context_window = self.context_window  # lets the fusor fit its prompt
         return lm
 
 

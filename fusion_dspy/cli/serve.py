@@ -34,7 +34,15 @@ def serve(
     if config is not None:
         from fusion_dspy.serving.launch import serve_config
 
-        serve_config(config, endpoints_out=endpoints_out, stop=stop)
+        def on_ready(deployment, endpoints_path) -> None:
+            for entry in deployment.model_list:
+                params = entry["litellm_params"]
+                typer.echo(f"{entry['model_name']}\t{params.get('api_base', '')}\t{params['model']}")
+            typer.echo(f"endpoints: {endpoints_path}  (use it with --pool)")
+            typer.echo(f"logs: {deployment.log_dir}")
+
+        serve_config(config, endpoints_out=endpoints_out, stop=stop, on_ready=on_ready)
+        typer.echo("stopped", err=True)
         return
     from fusion_dspy.serving.embedded import EmbeddedServer
 

@@ -1,0 +1,266 @@
+"""Sampling N candidates of a DSPy program: one LM sampled N times, or a pool of teachers.
+
+For a program that is one predictor (``Predict``, ``ChainOfThought``) the N samples of one LM are
+drawn with a single ``n=N`` request, so the server computes the prompt once (llama.cpp, vLLM);
+each completion is parsed on its own, so one malformed sample fails alone. If the server returns
+fewer choices than asked, the rest are drawn with separate requests (distinct ``rollout_id``s,
+so DSPy's cache never returns the same sample twice). Any other program runs N times with
+``lm.copy(rollout_id=i, temperature=t)``. Teachers of a pool are sampled concurrently, bounded.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dspy
+from dspy.utils.exceptions import AdapterParseError
+
+from fusion_dspy.endpoints import lm_name
+from fusion_dspy.errors import ConfigurationError, SamplingError
+from fusion_dspy.parsing import lenient_parse
+from fusion_dspy.types import Candidate, CandidateSet, Usage
+
+logger = logging.getLogger(__name__)
+
+Strategy = Literal["auto", "n", "parallel", "sequential"]
+SINGLE_TEMPERATURE = 0.7
+POOL_TEMPERATURE = 0.3
+
+
+@dataclass(frozen=True)
+class _Draw:
+    """k samples to draw from one LM."""
+
+    name: str
+    lm: Any
+    k: int
+    temperature: float
+
+
+def normalize_pool(pool: Any) -> dict[str, Any]:
+    """``{name: LM}`` from a mapping, a sequence of LMs, or a :class:`~fusion_dspy.endpoints.Pool`."""
+    from fusion_dspy.endpoints import Pool
+
+    if isinstance(pool, Pool):
+        return pool.teacher_lms()
+    if isinstance(pool, Mapping):
+        out = dict(pool)
+    elif isinstance(pool, Sequence) and not isinstance(pool, str):
+        out = {}
+        for lm in pool:
+            name = lm_name(lm)
+            if name in out:
+                raise ConfigurationError(f"pool: two LMs share the name {name!r}; pass a dict {{name: lm}}")
+            out[name] = lm
+    else:
+        raise ConfigurationError(f"pool must be a dict of name -> dspy.LM, a list of LMs or a Pool, got {type(pool).__name__}")
+    if not out:
+        raise ConfigurationError("pool is empty: give at least one LM")
+    for name, lm in out.items():
+        if not isinstance(lm, dspy.BaseLM):
+            raise ConfigurationError(f"pool member {name!r} is not a dspy LM (got {type(lm).__name__})")
+    return out
+
+
+def single_predictor(program: Any) -> dspy.Predict | None:
+    """The predictor to call directly when ``program`` is just one predictor (Predict/ChainOfThought)."""
+    if type(program) is dspy.Predict:
+        return program
+    if type(program) is dspy.ChainOfThought:
+        return program.predict
+    return None
+
+
+def output_fields_of(program: Any) -> tuple[str, ...]:
+    """The output fields of a program: its signature's, or its last predictor's."""
+    sig = getattr(program, "signature", None)
+    if sig is None:
+        predictors = program.predictors() if hasattr(program, "predictors") else []
+        if not predictors:
+            raise ConfigurationError(f"cannot tell the output fields of {type(program).__name__}: it has no predictors")
+        sig = predictors[-1].signature
+    return tuple(sig.output_fields)
+
+
+def sample_candidates(
+    program: Any,
+    inputs: Mapping[str, Any],
+    *,
+    lm: Any = None,
+    n: int = 4,
+    pool: Any = None,
+    samples_per_model: int = 1,
+    temperature: float | None = None,
+    strategy: Strategy = "auto",
+    max_workers: int = 4,
+    dedupe: bool = False,
+    rollout_offset: int = 0,
+) -> CandidateSet:
+    """Sample candidates of ``program`` for ``inputs``.
+
+    Args:
+        program: any DSPy program.
+        inputs: the program's input fields.
+        lm: the LM sampled ``n`` times (default ``dspy.settings.lm``); ignored when ``pool`` is given.
+        n: samples of ``lm``.
+        pool: teachers (``{name: LM}``, a list of LMs, or a Pool); each gives ``samples_per_model``.
+        temperature: sampling temperature (default 0.7 for one LM, 0.3 for a pool).
+        strategy: ``auto`` (one ``n``-request when possible, else sequential calls), ``n``,
+            ``parallel`` (separate concurrent requests) or ``sequential``.
+        max_workers: bound on concurrent requests.
+        dedupe: drop candidates whose outputs exactly repeat an earlier one.
+        rollout_offset: shifts rollout ids, to draw fresh samples for the same inputs.
+
+    Returns:
+        A :class:`CandidateSet`; failed samples are kept (with their error) but not counted as ok.
+
+    Raises:
+        SamplingError: every sample failed.
+    """
+    if n < 1:
+        raise ConfigurationError(f"n must be >= 1, got {n}")
+    if samples_per_model < 1:
+        raise ConfigurationError(f"samples_per_model must be >= 1, got {samples_per_model}")
+    if max_workers < 1:
+        raise ConfigurationError(f"max_workers must be >= 1, got {max_workers}")
+    if pool is not None:
+        lms = normalize_pool(pool)
+        t = POOL_TEMPERATURE if temperature is None else temperature
+        draws = [_Draw(name, member, samples_per_model, t) for name, member in lms.items()]
+    else:
+        lm = lm or dspy.settings.lm
+        if lm is None:
+            raise ConfigurationError("no LM to sample from: pass lm=..., pool=..., or dspy.configure(lm=...)")
+        t = SINGLE_TEMPERATURE if temperature is None else temperature
+        draws = [_Draw(lm_name(lm), lm, n, t)]
+
+    fields = output_fields_of(program)
+    started = time.perf_counter()
+    jobs = [(d, rollout_offset) for d in draws]
+    if len(jobs) == 1 or max_workers == 1:
+        results = [_draw(program, dict(inputs), d, strategy, max_workers, off) for d, off in jobs]
+    else:
+        with ThreadPoolExecutor(max_workers=min(max_workers, len(jobs))) as ex:
+            futures = [
+                ex.submit(contextvars.copy_context().run, _draw, program, dict(inputs), d, strategy, max(1, max_workers // len(jobs)), off)
+                for d, off in jobs
+            ]
+            results = [f.result() for f in futures]
+    seconds = time.perf_counter() - started
+
+    candidates: list[Candidate] = []
+    seen: set[str] = set()
+    for per_draw in results:
+        for c in per_draw:
+            if dedupe and c.ok:
+                key = repr(sorted(c.outputs.items()))
+                if key in seen:
+                    logger.debug("dropping duplicate candidate from %s", c.model)
+                    continue
+                seen.add(key)
+            candidates.append(Candidate(len(candidates), c.model, c.sample, c.outputs, c.usage, c.error, c.raw, c.parse))
+    usage = sum((c.usage for c in candidates), Usage())
+    cset = CandidateSet(dict(inputs), tuple(candidates), fields, Usage(usage.prompt_tokens, usage.completion_tokens, seconds, usage.calls))
+    if not cset.ok:
+        errors = "; ".join(f"{c.model}#{c.sample}: {c.error}" for c in candidates[:4])
+        raise SamplingError(f"all {len(candidates)} samples failed ({errors})")
+    if cset.failed:
+        logger.warning("%d of %d samples failed and are skipped", len(cset.failed), len(candidates))
+    return cset
+
+
+def _draw(program: Any, inputs: dict[str, Any], d: _Draw, strategy: Strategy, max_workers: int, offset: int) -> list[Candidate]:
+    predictor = single_predictor(program)
+    if predictor is not None and strategy in ("auto", "n") and d.k > 1:
+        got = _draw_with_n(predictor, inputs, d, offset)
+        if len(got) >= d.k:
+            return got[: d.k]
+        logger.info("%s returned %d of %d choices; drawing the rest separately", d.name, len(got), d.k)
+        rest = _draw_separately(program, inputs, d, range(len(got), d.k), strategy, max_workers, offset)
+        return got + rest
+    return _draw_separately(program, inputs, d, range(d.k), strategy, max_workers, offset)
+
+
+def _draw_with_n(predictor: dspy.Predict, inputs: dict[str, Any], d: _Draw, offset: int) -> list[Candidate]:
+    """One request with ``n=k``; each choice parsed on its own."""
+    adapter = dspy.settings.adapter or dspy.ChatAdapter()
+    signature = predictor.signature
+    lm = d.lm.copy(rollout_id=offset, temperature=d.temperature) if offset else d.lm
+    started = time.perf_counter()
+    with dspy.track_usage() as tracker:
+        try:
+            messages = adapter.format(signature, predictor.demos, inputs)
+            outputs = lm(messages=messages, n=d.k, temperature=d.temperature, **predictor.config)
+        except Exception as exc:  # noqa: BLE001 - a failed request is recorded, not raised
+            seconds = time.perf_counter() - started
+            logger.warning("sampling %s failed: %s", d.name, exc)
+            return [Candidate(i, d.name, i, {}, Usage(seconds=seconds / d.k), error=_describe(exc)) for i in range(d.k)]
+    seconds = time.perf_counter() - started
+    total = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=seconds, calls=1)
+    shares = _split(total, max(1, len(outputs)))
+    out = []
+    for i, output in enumerate(outputs):
+        text = output.get("text") if isinstance(output, dict) else output
+        out.append(_parse_candidate(adapter, signature, text, d.name, i, shares[i]))
+    return out
+
+
+def _parse_candidate(adapter: Any, signature: Any, text: str | None, name: str, i: int, usage: Usage) -> Candidate:
+    if not text:
+        return Candidate(i, name, i, {}, usage, error="empty response", raw=text, parse="failed")
+    try:
+        values = adapter.parse(signature, text)
+        return Candidate(i, name, i, _only(values, signature), usage, parse="adapter")
+    except (AdapterParseError, ValueError) as strict:
+        try:
+            values = lenient_parse(signature, text, optional=("reasoning",))
+        except ValueError as exc:
+            return Candidate(i, name, i, {}, usage, error=f"unparseable output: {exc}", raw=text, parse="failed")
+        logger.debug("candidate %s#%d parsed leniently after: %s", name, i, strict)
+        return Candidate(i, name, i, _only(values, signature), usage, raw=text, parse="lenient")
+
+
+def _draw_separately(program, inputs, d: _Draw, indices, strategy: Strategy, max_workers: int, offset: int) -> list[Candidate]:
+    """Separate calls of the whole program, each with its own rollout id."""
+
+    def one(i: int) -> Candidate:
+        lm = d.lm.copy(rollout_id=offset + i, temperature=d.temperature)
+        started = time.perf_counter()
+        with dspy.track_usage() as tracker, dspy.context(lm=lm):
+            try:
+                pred = program(**inputs)
+            except Exception as exc:  # noqa: BLE001 - recorded per candidate
+                seconds = time.perf_counter() - started
+                logger.warning("sample %d of %s failed: %s", i, d.name, exc)
+                return Candidate(i, d.name, i, {}, Usage(seconds=seconds, calls=1), error=_describe(exc), parse="failed")
+        usage = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=time.perf_counter() - started, calls=1)
+        return Candidate(i, d.name, i, dict(pred.items()), usage)
+
+    indices = list(indices)
+    if strategy == "parallel" and max_workers > 1 and len(indices) > 1:
+        contexts = [contextvars.copy_context() for _ in indices]  # the caller's DSPy settings, per thread
+        with ThreadPoolExecutor(max_workers=min(max_workers, len(indices))) as ex:
+            return list(ex.map(lambda ctx_i: ctx_i[0].run(one, ctx_i[1]), zip(contexts, indices)))
+    return [one(i) for i in indices]
+
+
+def _only(values: Mapping[str, Any], signature: Any) -> dict[str, Any]:
+    return {k: values.get(k) for k in signature.output_fields}
+
+
+def _split(total: Usage, parts: int) -> list[Usage]:
+    """Share one request's usage between its choices; the first carries the remainder and the call."""
+    p, c = total.prompt_tokens // parts, total.completion_tokens // parts
+    first = Usage(total.prompt_tokens - p * (parts - 1), total.completion_tokens - c * (parts - 1), total.seconds / parts, total.calls)
+    return [first] + [Usage(p, c, total.seconds / parts, 0) for _ in range(parts - 1)]
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:500]
