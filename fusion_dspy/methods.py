@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import dspy
-
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.fuse import Fusor
 from fusion_dspy.select.best_of_n import CallableScorer, Scorer, select_best
@@ -107,9 +105,9 @@ def _method_usage(sampling: Usage, aggregation: Usage) -> dict[str, Any]:
 
 
 def greedy(program: Any, inputs: dict[str, Any], lm: Any) -> dict[str, Any]:
-    """One temperature-0 answer of ``program`` (the no-sampling baseline)."""
-    started = time.perf_counter()
-    with dspy.track_usage() as tracker, dspy.context(lm=lm.copy(temperature=0.0)):
-        pred = program(**inputs)
-    usage = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=time.perf_counter() - started, calls=1)
-    return {"outputs": dict(pred.items()), "fallback": None, "usage": _method_usage(usage, Usage())}
+    """One temperature-0 answer of ``program`` (the no-sampling baseline), parsed leniently."""
+    from fusion_dspy.sampling import sample_candidates
+
+    cset = sample_candidates(program, inputs, lm=lm, n=1, temperature=0.0)
+    only = cset.ok[0]
+    return {"outputs": dict(only.outputs), "fallback": None, "parse": only.parse, "usage": _method_usage(cset.usage, Usage())}
