@@ -30,9 +30,10 @@ ten-minute model load. Format (YAML; a bare list of models is accepted too)::
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from fusion_dspy.errors import ConfigurationError
 
@@ -57,7 +58,19 @@ VLLM_ARGS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "chat_template": ("--chat-template", str),
 }
 EMBEDDED_ARGS: dict[str, type] = {"n_ctx": int, "n_parallel": int, "n_threads": int}
-_MODEL_KEYS = {"name", "engine", "model", "api_base", "api_key", "port", "replicas", "role", "args", "cuda_devices", "env"}
+_MODEL_KEYS = {
+    "name",
+    "engine",
+    "model",
+    "api_base",
+    "api_key",
+    "port",
+    "replicas",
+    "role",
+    "args",
+    "cuda_devices",
+    "env",
+}
 _TOP_KEYS = {"models", "log_dir", "startup_timeout", "host", "fusion_dspy"}
 
 
@@ -139,7 +152,9 @@ def parse_serve_config(doc: Any, *, source: str = "serving configuration") -> Se
     if isinstance(doc, list):
         doc = {"models": doc}
     if not isinstance(doc, Mapping):
-        raise ConfigurationError(f"{source}: expected a list of models or a mapping with 'models', got {type(doc).__name__}")
+        raise ConfigurationError(
+            f"{source}: expected a list of models or a mapping with 'models', got {type(doc).__name__}"
+        )
     unknown = set(doc) - _TOP_KEYS
     if unknown:
         raise ConfigurationError(f"{source}: unknown top-level keys {sorted(unknown)}; known: {sorted(_TOP_KEYS)}")
@@ -188,7 +203,11 @@ def _parse_model(raw: Any, index: int, source: str) -> ModelSpec:
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise ConfigurationError(f"{where}: model must be a non-empty string, got {model!r}")
     if engine in ("vllm", "url") and not model:
-        hint = "a Hugging Face id or a local path" if engine == "vllm" else "the LiteLLM model string, e.g. openai/gpt-4o-mini"
+        hint = (
+            "a Hugging Face id or a local path"
+            if engine == "vllm"
+            else "the LiteLLM model string, e.g. openai/gpt-4o-mini"
+        )
         raise ConfigurationError(f"{where}: 'model' is missing ({hint})")
     roles = raw.get("role", ())
     roles = (roles,) if isinstance(roles, str) else tuple(roles or ())
@@ -200,7 +219,9 @@ def _parse_model(raw: Any, index: int, source: str) -> ModelSpec:
     if engine == "url":
         for key in ("port", "replicas", "cuda_devices", "env", "args"):
             if raw.get(key) is not None:
-                raise ConfigurationError(f"{where}: '{key}' does not apply to engine url (the server is already running)")
+                raise ConfigurationError(
+                    f"{where}: '{key}' does not apply to engine url (the server is already running)"
+                )
         bases = raw.get("api_base")
         bases = (bases,) if isinstance(bases, str) else tuple(bases or ())
         if not bases:
@@ -209,13 +230,17 @@ def _parse_model(raw: Any, index: int, source: str) -> ModelSpec:
             if not isinstance(b, str) or not b.startswith(("http://", "https://")):
                 raise ConfigurationError(f"{where}: api_base must be an http(s) URL, got {b!r}")
         if "/" not in model:
-            raise ConfigurationError(f"{where}: model must be a LiteLLM model string such as openai/NAME, got {model!r}")
+            raise ConfigurationError(
+                f"{where}: model must be a LiteLLM model string such as openai/NAME, got {model!r}"
+            )
         api_key = raw.get("api_key")
         return ModelSpec(name=name, engine=engine, model=model, ports=(), roles=roles, api_bases=bases,
                          api_key=None if api_key is None else str(api_key))  # fmt: skip
     for key in ("api_base", "api_key"):
         if raw.get(key) is not None:
-            raise ConfigurationError(f"{where}: '{key}' applies to engine url only; {engine} servers get theirs at launch")
+            raise ConfigurationError(
+                f"{where}: '{key}' applies to engine url only; {engine} servers get theirs at launch"
+            )
     args, extra = _parse_args(raw.get("args"), engine, where)
 
     ports = _parse_ports(raw.get("port"), raw.get("replicas"), where)
@@ -258,7 +283,9 @@ def _parse_ports(port: Any, replicas: Any, where: str) -> tuple[int | None, ...]
         if not ports:
             raise ConfigurationError(f"{where}: replicas must not be an empty list")
         if first is not None and first != ports[0]:
-            raise ConfigurationError(f"{where}: port {first} differs from the first replica port {ports[0]}; give one or the other")
+            raise ConfigurationError(
+                f"{where}: port {first} differs from the first replica port {ports[0]}; give one or the other"
+            )
         return ports
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise ConfigurationError(f"{where}: replicas must be a positive integer or a list of ports, got {replicas!r}")
@@ -313,7 +340,9 @@ def _check_unique(models: tuple[ModelSpec, ...], source: str) -> None:
     seen: set[str] = set()
     for m in models:
         if m.name in seen:
-            raise ConfigurationError(f"{source}: model name {m.name!r} appears more than once (use replicas for copies)")
+            raise ConfigurationError(
+                f"{source}: model name {m.name!r} appears more than once (use replicas for copies)"
+            )
         seen.add(m.name)
     owner: dict[int, str] = {}
     for m in models:

@@ -22,9 +22,10 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from fusion_dspy.endpoints import Endpoint, Pool, endpoints_from_model_list, model_list_of
 from fusion_dspy.errors import ConfigurationError, ServerError

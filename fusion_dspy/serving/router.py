@@ -35,9 +35,7 @@ logger = logging.getLogger(__name__)
 
 # DSPy 3.4 warns that custom forward() is a legacy interface (see the module docstring for why we
 # use it). The warning names no action for our users, so it is silenced for this message only.
-warnings.filterwarnings(
-    "ignore", message="Implementing custom LMs through BaseLM.forward", category=DeprecationWarning
-)
+warnings.filterwarnings("ignore", message="Implementing custom LMs through BaseLM.forward", category=DeprecationWarning)
 
 _ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing-v2")
 _CACHE_ID = "fusion_dspy.serving.router.RoutedLM.forward"
@@ -201,7 +199,7 @@ class RoutedLM(dspy.LM):
         return exc
 
     # -- copies share the router (its connections and cooldown state) ---------------------------
-    def __deepcopy__(self, memo: dict) -> "RoutedLM":
+    def __deepcopy__(self, memo: dict) -> RoutedLM:
         clone = copy.copy(self)
         clone.kwargs = copy.deepcopy(self.kwargs, memo)
         clone.history = []

@@ -149,7 +149,7 @@ class VLLMServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self) -> "VLLMServer":
+    def start(self) -> VLLMServer:
         """Start the process (does not wait; see :meth:`check_ready`)."""
         if self._proc is not None:
             return self

@@ -73,7 +73,11 @@ def main(argv: list[str]) -> int:
     print(f"INFO fake vllm: loading {args.model} as {name!r} on port {args.port}", flush=True)
     if name in _names("FAKE_VLLM_FAIL"):
         time.sleep(0.3)
-        print(f"ERROR fake vllm: torch.OutOfMemoryError: CUDA out of memory while loading {name}", file=sys.stderr, flush=True)
+        print(
+            f"ERROR fake vllm: torch.OutOfMemoryError: CUDA out of memory while loading {name}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1  # a started child (worker) is left to the launcher's process-group kill
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

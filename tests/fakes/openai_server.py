@@ -26,8 +26,9 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 Reply = str | Callable[[dict, int], str]
 Reward = Callable[[str], float]
@@ -155,7 +156,7 @@ class FakeOpenAIServer:
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "FakeOpenAIServer":
+    def start(self) -> FakeOpenAIServer:
         if self._httpd is not None:
             return self
         server = self
@@ -180,7 +181,7 @@ class FakeOpenAIServer:
             self._thread.join(5)
             self._thread = None
 
-    def __enter__(self) -> "FakeOpenAIServer":
+    def __enter__(self) -> FakeOpenAIServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -265,7 +266,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
         elif path in ("/v1/models", "/models"):
-            self._send(200, {"object": "list", "data": [{"id": self.fake.model_name, "object": "model", "owned_by": "fake"}]})
+            self._send(
+                200, {"object": "list", "data": [{"id": self.fake.model_name, "object": "model", "owned_by": "fake"}]}
+            )
         else:
             self._send(404, _error(f"no route GET {path}", "not_found_error", 404))
 
@@ -340,7 +343,9 @@ class _Handler(BaseHTTPRequestHandler):
             "object": "text_completion",
             "created": int(time.time()),
             "model": body.get("model") or self.fake.model_name,
-            "choices": [{"index": i, "text": t, "finish_reason": "stop", "logprobs": None} for i, t in enumerate(texts)],
+            "choices": [
+                {"index": i, "text": t, "finish_reason": "stop", "logprobs": None} for i, t in enumerate(texts)
+            ],
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
@@ -367,9 +372,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _pooling(self, body: dict) -> dict:
         texts = self._inputs(body)
-        data = [
-            {"index": i, "object": "pooling", "data": [[float(self.fake.reward(t))]]} for i, t in enumerate(texts)
-        ]
+        data = [{"index": i, "object": "pooling", "data": [[float(self.fake.reward(t))]]} for i, t in enumerate(texts)]
         return self._envelope(data, texts, "pool")
 
     def _classify(self, body: dict) -> dict:

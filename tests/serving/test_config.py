@@ -49,9 +49,15 @@ def test_replicas_as_a_count_or_a_list_of_ports():
         ([_vllm(replicas=2, cuda_devices=["0"])], r"cuda_devices must list one .* per replica \(2\)"),
         ([{"name": "g", "engine": "url", "model": "openai/x"}], r"engine url needs 'api_base'"),
         ([{"name": "g", "engine": "url", "model": "openai/x", "api_base": "ftp://x"}], r"api_base must be an http"),
-        ([{"name": "g", "engine": "url", "model": "openai/x", "api_base": "http://x", "port": 1}], r"'port' does not apply"),
+        (
+            [{"name": "g", "engine": "url", "model": "openai/x", "api_base": "http://x", "port": 1}],
+            r"'port' does not apply",
+        ),
         ([{"name": "e", "engine": "embedded", "role": "reward"}], r"role 'reward' needs engine vllm"),
-        ([{"name": "e", "engine": "embedded", "args": {"n_ctx": 4096, "gpu": 1}}], r"unknown args.gpu for engine embedded"),
+        (
+            [{"name": "e", "engine": "embedded", "args": {"n_ctx": 4096, "gpu": 1}}],
+            r"unknown args.gpu for engine embedded",
+        ),
         ([_vllm(name="a/b")], r"must not contain '/'"),
         ({"models": []}, r"'models' must be a non-empty list"),
         ({"models": [_vllm()], "startup_timeout": -1}, r"startup_timeout must be a positive number"),
@@ -73,7 +79,9 @@ def test_roles_become_the_fusion_dspy_section():
         ]
     )
     assert cfg.roles == {"teachers": ["a", "b"], "fusor": "a", "reward_model": "rm"}
-    explicit = parse_serve_config({"models": [_vllm("a")], "fusion_dspy": {"teachers": ["a"], "samples_per_teacher": 2}})
+    explicit = parse_serve_config(
+        {"models": [_vllm("a")], "fusion_dspy": {"teachers": ["a"], "samples_per_teacher": 2}}
+    )
     assert explicit.roles == {"teachers": ["a"], "samples_per_teacher": 2}
 
 
@@ -110,7 +118,9 @@ def test_reward_models_are_served_as_pooling_models_unless_told_otherwise():
     old = parse_serve_config([_vllm("rm", role="reward", args={"extra": ["--task", "reward"]})]).models[0]
     cmd = vllm_command(old, port=1)
     assert cmd[-2:] == ["--task", "reward"] and "--runner" not in cmd
-    classify = parse_serve_config([_vllm("rm", role="reward", args={"runner": "pooling", "convert": "classify"})]).models[0]
+    classify = parse_serve_config(
+        [_vllm("rm", role="reward", args={"runner": "pooling", "convert": "classify"})]
+    ).models[0]
     assert vllm_command(classify, port=1).count("--runner") == 1
 
 
@@ -125,3 +135,12 @@ def test_load_from_yaml_file(tmp_path):
     bad.write_text("models: [\n")
     with pytest.raises(ConfigurationError, match="not valid YAML"):
         load_serve_config(bad)
+
+
+def test_the_example_gpu_configuration_is_valid():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "serve_gpu.yaml"
+    cfg = load_serve_config(example)
+    assert [m.name for m in cfg.models] == ["qwen"] and cfg.roles == {"teachers": ["qwen"], "fusor": "qwen"}
+    assert "--enable-prefix-caching" in vllm_command(cfg.models[0], port=8001)

@@ -241,7 +241,16 @@ def test_cli_serve_config_two_models_then_sigterm_leaves_nothing(fake_vllm, tmp_
     )
     endpoints = tmp_path / "endpoints.yaml"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fusion_dspy.cli.main", "serve", "--config", str(config), "--endpoints-out", str(endpoints)],
+        [
+            sys.executable,
+            "-m",
+            "fusion_dspy.cli.main",
+            "serve",
+            "--config",
+            str(config),
+            "--endpoints-out",
+            str(endpoints),
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -71,7 +71,9 @@ def test_dead_replica_is_cooled_down_and_requests_still_succeed(two_servers):
         answers = [predict(question=f"q{i}").answer for i in range(12)]
     assert answers == [f"echo: q{i}" for i in range(12)]
     assert a.calls == 12
-    cooled = lm.router.cooldown_cache.get_active_cooldowns(model_ids=[d["model_info"]["id"] for d in lm.router.model_list], parent_otel_span=None)
+    cooled = lm.router.cooldown_cache.get_active_cooldowns(
+        model_ids=[d["model_info"]["id"] for d in lm.router.model_list], parent_otel_span=None
+    )
     assert len(cooled) == 1  # the dead replica, not the live one
 
 
