@@ -1,0 +1,108 @@
+"""``fusion-dspy eval``: does fusion beat selection on this task, and at what cost per token?
+
+Samples each example's candidate pool once and applies every method to it (and to its first k
+candidates for each k of ``--n 1,2,4,8``). Records go to ``--out``/records.jsonl as examples
+finish; running the same command again completes an interrupted run. Everything the user typed is
+checked, and the data read, before a model is started.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from fusion_dspy.cli._models import API_BASE_OPTION, API_KEY_OPTION, MODEL_OPTION, MODEL_PATH_OPTION, POOL_OPTION, open_pool
+from fusion_dspy.evaluation import DEFAULT_CONCURRENCY, DEFAULT_MAX_TOKENS
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
+
+
+def eval_command(
+    task: str = typer.Option(..., "--task", help="Task name (mgsm, wmt, arena, geofactx) or module:attribute."),
+    data: Path = typer.Option(..., "--data", help="Data file or folder in the task's format."),
+    limit: int | None = typer.Option(None, "--limit", help="At most K examples (per language)."),
+    n: str = typer.Option("4", "--n", help="Candidates per example, or a list such as 1,2,4,8 for a scaling curve."),
+    methods: str | None = typer.Option(
+        None, "--methods", help="Comma-separated: greedy,bon,fusion,oracle,majority (default: all the task supports)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Folder for records, summary and plot (default runs/eval/<task>)."),
+    max_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, "--max-tokens", help="Token limit of every generation."),
+    concurrency: int = typer.Option(DEFAULT_CONCURRENCY, "--concurrency", help="Examples in flight at once."),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip and count malformed data rows."),
+    seed: int = typer.Option(0, "--seed", help="Seeds candidate shuffling, sampling rollouts and the bootstrap."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    pool: Path | None = POOL_OPTION,
+    model: str | None = MODEL_OPTION,
+    api_base: str | None = API_BASE_OPTION,
+    api_key: str | None = API_KEY_OPTION,
+    model_path: Path | None = MODEL_PATH_OPTION,
+) -> None:
+    """Evaluate greedy, Best-of-N, Fusion-of-N, oracle and majority vote on one shared candidate pool."""
+    from fusion_dspy.endpoints import load_pool
+    from fusion_dspy.evaluation import default_out_dir, prepare, roles_from_pool, run
+
+    plan = prepare(task, data, limit=limit, n=n, methods=methods, max_tokens=max_tokens, concurrency=concurrency,
+                   skip_bad_rows=skip_bad_rows, seed=seed, n_given=_n_given())  # fmt: skip
+    if pool is not None:
+        load_pool(pool)  # a bad pool file fails here, before any server starts
+    out_dir = out or default_out_dir(plan.task.name)
+    if plan.bad_rows.count:
+        typer.echo(f"skipped {plan.bad_rows.count} bad rows (first: {plan.bad_rows.examples[0]})", err=True)
+    typer.echo(f"{len(plan.examples)} examples of {plan.task.name}; N={','.join(map(str, plan.ns))}; "
+               f"methods {','.join(plan.methods)}; results in {out_dir}", err=True)  # fmt: skip
+    with open_pool(pool, model, api_base, api_key, model_path) as the_pool:
+        roles = roles_from_pool(the_pool, max_tokens=plan.max_tokens)
+        summary = run(plan, roles, out_dir, progress=not no_progress)
+    print_summary(summary)
+    c = summary["counts"]
+    typer.echo(f"done {c['done']}, failed {c['failed']}, bad rows skipped {c['bad_rows_skipped']}; "
+               f"records and summary in {out_dir}")  # fmt: skip
+    if summary.get("run", {}).get("interrupted"):
+        typer.echo("interrupted: run the same command again to complete the remaining examples", err=True)
+        raise typer.Exit(130)
+    if c["failed"]:
+        typer.echo(f"{c['failed']} examples failed (see {out_dir}/records.failed.jsonl); rerun to retry them", err=True)
+
+
+def _n_given() -> bool:
+    """Whether --n was typed (with several teachers the default N is the pool size)."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return True
+    source = ctx.get_parameter_source("n")
+    return source is not None and source.name != "DEFAULT"
+
+
+def print_summary(summary: dict) -> None:
+    """The per-method table over all languages (per-language rows are in summary.md)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary.get('task')}: metric (95% CI), all languages")
+    for col in ("method", "N", "metric", "95% CI", "count", "tokens/ex", "fallbacks", "failed"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    corpus_names = sorted({k for r in summary["rows"] for k in (r.get("corpus") or {}) if k != "error"})
+    for r in summary["rows"]:
+        if r["language"] != "all":
+            continue
+        table.add_row(r["method"], str(r["n"]), _f(r["mean"]), f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]", str(r["count"]),
+                      f"{r['tokens_total']:.0f}", str(r["fallbacks"]), str(r["failed"]))  # fmt: skip
+    Console().print(table)
+    if corpus_names:
+        ct = Table(title="corpus metrics per language")
+        for col in ("method", "N", "language", *corpus_names):
+            ct.add_column(col)
+        for r in summary["rows"]:
+            if r.get("corpus") and r["language"] != "all":
+                ct.add_row(r["method"], str(r["n"]), r["language"], *[_f(r["corpus"].get(k), 2) for k in corpus_names])
+        Console().print(ct)
+
+
+def _f(value, digits: int = 3) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
