@@ -675,6 +675,7 @@ def synthesize(
     if first is None:
         raise DataError("no usable prompts", path=str(prompts_path))
 
+    _import_litellm()
     seen: set[str] = set()
 
     def items() -> Iterator[tuple[str, tuple[Prompt, int]]]:
@@ -701,6 +702,12 @@ def synthesize(
         stats.parquet_path = str(export_to_parquet(store.path, out / PARQUET_NAME))
     logger.info("synth: %s", stats.to_dict())
     return stats
+
+
+def _import_litellm() -> None:
+    """Import LiteLLM before the worker threads do: concurrent first imports of litellm fail with
+    "partially initialized module 'litellm'" (seen when a resumed run starts several prompts at once)."""
+    import litellm  # noqa: F401
 
 
 def _claim_folder(out: Path, store: Any, config: Mapping[str, Any]) -> None:
