@@ -279,7 +279,7 @@ def evaluate(
     pool: Any,
     out_dir: str | Path | None = None,
     limit: int | None = None,
-    n: int | str | Sequence[int] = 4,
+    n: int | str | Sequence[int] | None = None,
     methods: Sequence[str] | str | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     concurrency: int = DEFAULT_CONCURRENCY,
@@ -295,14 +295,15 @@ def evaluate(
         pool: a :class:`~fusion_dspy.endpoints.Pool` or prepared :class:`EvalRoles`.
         out_dir: folder for ``records.jsonl``, ``summary.json``/``.md`` and ``scaling.png``
             (default ``runs/eval/<task>``). Finished examples there are skipped.
-        n: pool size, or several (``[1, 2, 4, 8]``) for a scaling curve over one sampled pool.
-            With several teachers the pool is the teachers' samples; ``n`` values must not exceed it.
+        n: pool size, or several (``[1, 2, 4, 8]``) for a scaling curve over one sampled pool
+            (default 4). With several teachers the pool is the teachers' samples (the default N);
+            ``n`` values must not exceed it.
         methods: any of greedy, bon, fusion, oracle, majority (default: all the task supports).
         concurrency: examples in flight.
         cache: use DSPy's response cache (turn off to measure speed).
     """
-    plan = prepare(task, data_path, limit=limit, n=n, methods=methods, max_tokens=max_tokens,
-                   concurrency=concurrency, skip_bad_rows=skip_bad_rows, seed=seed)  # fmt: skip
+    plan = prepare(task, data_path, limit=limit, n=4 if n is None else n, methods=methods, max_tokens=max_tokens,
+                   concurrency=concurrency, skip_bad_rows=skip_bad_rows, seed=seed, n_given=n is not None)  # fmt: skip
     roles = pool if isinstance(pool, EvalRoles) else roles_from_pool(pool, max_tokens=max_tokens, cache=cache)
     return run(plan, roles, out_dir or default_out_dir(plan.task.name), progress=progress)
 

@@ -259,3 +259,13 @@ def test_mgsm_on_the_embedded_model(embedded_server, shared_data, tmp_path):
     rec = next(iter_records(tmp_path / "mgsm" / "records.jsonl"))
     assert len(rec["candidates"]["candidates"]) == 2
     assert (tmp_path / "mgsm" / "summary.md").read_text().count("| all |") == 4
+
+
+def test_several_teachers_default_to_the_whole_pool(data, tmp_path):
+    with FakeOpenAIServer(model_name="a") as a, FakeOpenAIServer(model_name="b") as b:
+        eps = {"a": Endpoint("a", "openai/a", api_base=a.api_base, num_retries=0), "b": Endpoint("b", "openai/b", api_base=b.api_base, num_retries=0)}
+        summary = evaluate(TINY, data, pool=Pool(eps, ("a", "b"), samples_per_teacher=2), out_dir=tmp_path / "z",
+                           methods="oracle", progress=False, cache=False)  # fmt: skip
+    assert summary["ns"] == [4]
+    rec = next(iter_records(tmp_path / "z" / "records.jsonl"))
+    assert [c["model"] for c in rec["candidates"]["candidates"]] == ["a", "a", "b", "b"]

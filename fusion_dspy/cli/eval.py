@@ -42,8 +42,13 @@ def eval_command(
     model_path: Path | None = MODEL_PATH_OPTION,
 ) -> None:
     """Evaluate greedy, Best-of-N, Fusion-of-N, oracle and majority vote on one shared candidate pool."""
+    import warnings
+
     from fusion_dspy.endpoints import load_pool
     from fusion_dspy.evaluation import default_out_dir, prepare, roles_from_pool, run
+
+    # greedy is one temperature-0 call; DSPy warns that its rollout id is moot, which is expected here
+    warnings.filterwarnings("ignore", message="rollout_id has no effect when temperature=0")
 
     plan = prepare(task, data, limit=limit, n=n, methods=methods, max_tokens=max_tokens, concurrency=concurrency,
                    skip_bad_rows=skip_bad_rows, seed=seed, n_given=_n_given())  # fmt: skip
