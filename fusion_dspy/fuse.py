@@ -163,7 +163,7 @@ class Fusor(dspy.Module):
         for c in kept:
             outputs = dict(c.outputs)
             total_chars = sum(len(str(v)) for v in outputs.values() if isinstance(v, str))
-            limit_chars = int(per * CHARS_PER_TOKEN)
+            limit_chars = int(per * CHARS_PER_TOKEN) - 12  # room for the " [...]" marks
             if total_chars > limit_chars:
                 ratio = limit_chars / total_chars
                 outputs = {k: (v[: int(len(v) * ratio)] + " [...]" if isinstance(v, str) else v) for k, v in outputs.items()}

@@ -15,9 +15,14 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
 @pytest.fixture(autouse=True)
 def _reset_dspy_settings():
-    """Each test starts with DSPy's global settings as they were (no LM, default adapter)."""
-    with dspy.context(lm=None, adapter=None, trace=None):
-        yield
+    """Each test starts and ends with DSPy's default global settings (no LM, default adapter)."""
+    import copy
+
+    from dspy.dsp.utils.settings import DEFAULT_CONFIG
+
+    dspy.configure(**copy.deepcopy(DEFAULT_CONFIG))
+    yield
+    dspy.configure(**copy.deepcopy(DEFAULT_CONFIG))
 
 
 @pytest.fixture(scope="session")
