@@ -269,3 +269,18 @@ def test_several_teachers_default_to_the_whole_pool(data, tmp_path):
     assert summary["ns"] == [4]
     rec = next(iter_records(tmp_path / "z" / "records.jsonl"))
     assert [c["model"] for c in rec["candidates"]["candidates"]] == ["a", "a", "b", "b"]
+
+
+def test_interrupted_run_is_completed_by_a_rerun(server, data, tmp_path):
+    import threading
+
+    stop = threading.Event()
+    plan = prepare(TINY, data, n=2, methods="bon", concurrency=1)
+    roles = roles_from_pool(_pool(server), max_tokens=64, cache=False)
+    first = run(plan, roles, tmp_path / "run", progress=False, stop=stop, on_record=lambda rec: stop.set())
+    done = first["counts"]["done"]
+    assert first["run"]["interrupted"] and 1 <= done < 3  # the runner may finish the item it had submitted
+    second = run(plan, roles, tmp_path / "run", progress=False)
+    assert second["run"]["skipped"] == done and second["run"]["done"] == 3 - done and second["counts"]["done"] == 3
+    ids = [r["id"] for r in iter_records(tmp_path / "run" / "records.jsonl")]
+    assert len(ids) == len(set(ids)) == 3
