@@ -46,7 +46,12 @@ class ScriptedLM(dspy.BaseLM):
         super().__init__(model=f"scripted/{name}", model_type="chat", cache=False, **kwargs)
         self.reply = reply
         self.fd_name = name
-        self.calls = 0
+        self._calls = [0]  # shared with copies (sampling copies the LM per rollout)
+
+    @property
+    def calls(self) -> int:
+        """Requests answered by this LM and its copies."""
+        return self._calls[0]
 
     def forward(self, prompt=None, messages=None, **kwargs):
         merged = {**self.kwargs, **kwargs}
@@ -61,7 +66,7 @@ class ScriptedLM(dspy.BaseLM):
                 else:
                     value = "".join(f"[[ ## {k} ## ]]\n{v}\n\n" for k, v in value.items()) + "[[ ## completed ## ]]"
             texts.append(value)
-        self.calls += 1
+        self._calls[0] += 1
         choices = [NS(message=NS(content=t, tool_calls=None, reasoning_content=None), finish_reason="stop", index=i) for i, t in enumerate(texts)]
         prompt_tokens = (len(system) + len(user)) // 4
         completion = sum(len(t) for t in texts) // 4
