@@ -30,9 +30,9 @@ from fusion_dspy.task import Task, load_task
 logger = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.jsonl"
-DEFAULT_MAX_TOKENS = 512
+DEFAULT_MAX_TOKENS = 256
 DEFAULT_CONCURRENCY = 2
-# request fields an example's identity does not depend on
+# example fields that are bookkeeping, not gold labels
 _NOT_GOLD = ("id", "language")
 
 
