@@ -106,22 +106,25 @@ def label_runs(
 
     runs: list[tuple[int, int, str]] = []
     active: dict[str, int] = {}  # source -> size of its block covering the current stretch
-    ordered = sorted(bounds)
-    for lo, hi in pairwise(ordered):
+    prev: str | None = None
+    for lo, hi in pairwise(sorted(bounds)):
         for name in ends.get(lo, ()):
             del active[name]
         for name, size in starts.get(lo, ()):
             active[name] = size
         if not active:
             label = UNMATCHED
+        elif len(active) == 1:
+            label = next(iter(active))
         else:
             best = max(active.values())
-            winners = [name for name, size in active.items() if size == best]
-            label = winners[0] if len(winners) == 1 else MULTIPLE
-        if runs and runs[-1][2] == label and runs[-1][1] == lo:
+            tied = [name for name, size in active.items() if size == best]
+            label = tied[0] if len(tied) == 1 else MULTIPLE
+        if label == prev:
             runs[-1] = (runs[-1][0], hi, label)
         else:
             runs.append((lo, hi, label))
+            prev = label
     return runs
 
 

@@ -74,6 +74,14 @@ def test_identical_sources_tie_everywhere():
     assert an.contributions("hello", {"m#0": "hello", "m#1": "hello"})["multiple"] == 1.0
 
 
+def test_label_runs_tile_the_text_and_odd_names_work():
+    fused = "xx abc yy abc zz"
+    runs = an.label_runs(fused, {"": "abc zz", "b": "xx ab"})
+    assert runs[0][0] == 0 and runs[-1][1] == len(fused)
+    assert all(r[1] == s[0] and r[2] != s[2] for r, s in itertools.pairwise(runs))
+    assert an.contributions(fused, {"": "abc zz"})[""] == pytest.approx(6 / len(fused))
+
+
 def test_empty_fused_raises():
     with pytest.raises(ValueError, match="empty"):
         an.contributions("", {"a": "abc"})
