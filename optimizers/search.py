@@ -351,14 +351,15 @@ class SearchContext:
         self.signature = sig
 
     def aggregators(self, config: TrialConfig) -> Aggregators:
-        if config.method == "fusion":
-            assert config.aggregator is not None
-            fusor = self._fusors.setdefault(config.aggregator, Fusor(self.signature, lm=self.models.aggregator(config.aggregator), seed=self.seed))
-            return Aggregators(fusor=fusor, task=self.task)
-        if config.method == "bon":
-            assert config.aggregator is not None
-            rater = self._raters.setdefault(config.aggregator, LLMRater(lm=self.models.aggregator(config.aggregator)))
-            return Aggregators(scorer=rater, task=self.task)
+        name = config.aggregator
+        if config.method == "fusion" and name is not None:
+            if name not in self._fusors:
+                self._fusors[name] = Fusor(self.signature, lm=self.models.aggregator(name), seed=self.seed)
+            return Aggregators(fusor=self._fusors[name], task=self.task)
+        if config.method == "bon" and name is not None:
+            if name not in self._raters:
+                self._raters[name] = LLMRater(lm=self.models.aggregator(name))
+            return Aggregators(scorer=self._raters[name], task=self.task)
         return Aggregators(task=self.task)
 
 
