@@ -183,7 +183,7 @@ def load(
         stem = file.stem
 
         def parse(lineno: int, line: str, *, _file: Path = file, _lang: str = lang, _stem: str = stem) -> dspy.Example:
-            fields = line.split("\t")
+            fields = line.lstrip("\ufeff").split("\t")  # a byte-order mark is not part of the question
             if len(fields) != 2:
                 raise DataError(f"expected 2 tab-separated fields (question, answer), got {len(fields)}", path=str(_file), line=lineno)
             question, answer = fields[0].strip(), fields[1]

@@ -52,6 +52,12 @@ def test_language_override(tmp_path):
     assert mgsm.load(f, language="yo")[0].language == "yo"
 
 
+def test_byte_order_mark_is_dropped(tmp_path):
+    f = tmp_path / "mgsm_en.tsv"
+    f.write_text("\ufeffHow many?\t4\n", encoding="utf-8")
+    assert mgsm.load(f)[0].question == "How many?"
+
+
 def test_quotes_are_text_not_csv_quoting(tmp_path):
     f = tmp_path / "mgsm_en.tsv"
     f.write_text('He said "two\tthree" apples.\t5\n', encoding="utf-8")  # QUOTE_NONE: the tab splits
