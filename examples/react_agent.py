@@ -36,7 +36,7 @@ class FactAgent(dspy.Module):
 
     def __init__(self, n: int = 3):
         super().__init__()
-        self.research = dspy.ReAct("question -> notes", tools=[capital_of, population_millions], max_iters=3)
+        self.research = dspy.ReAct("question -> notes", tools=[capital_of, population_millions], max_iters=2)
         self.answer = fd.FusionOfN(dspy.Predict("question, notes -> answer"), n=n)
 
     def forward(self, question: str) -> dspy.Prediction:
@@ -52,7 +52,7 @@ class FactAgent(dspy.Module):
 def main() -> None:
     question = sys.argv[1] if len(sys.argv) > 1 else "What is the capital of Japan, and how many people live there?"
     with fd.embedded() as server:
-        dspy.configure(lm=server.lm(max_tokens=160))
+        dspy.configure(lm=server.lm(max_tokens=128))
         pred = FactAgent(n=3)(question=question)
     print("notes:", pred.notes)
     for c in pred.candidates.candidates:

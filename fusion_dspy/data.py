@@ -34,31 +34,32 @@ class BadRows:
         logger.warning("skipping bad row: %s", error)
 
 
-def _open_text(path: Path):
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise DataError("file does not exist", path=str(path))
     if path.is_dir():
         raise DataError("is a folder, expected a file", path=str(path))
     if path.stat().st_size == 0:
         raise DataError("file is empty", path=str(path))
-    return path.open("r", encoding="utf-8", newline="")
 
 
 def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` for each non-blank line; non-UTF-8 bytes raise :class:`DataError`.
 
-    Lines are split on ``\\n`` only (some data holds other Unicode line separators inside rows).
+    Lines are split on ``\\n`` only (some data holds other Unicode line separators inside rows), and
+    decoded one by one so an error names the exact line. A byte-order mark on line 1 is dropped.
     """
     p = Path(path)
-    with _open_text(p) as fh:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(fh, 1):
-                line = line.rstrip("\r\n")
-                if line.strip():
-                    yield lineno, line
-        except UnicodeDecodeError as exc:
-            raise DataError(f"not valid UTF-8 ({exc.reason} at byte {exc.start} of the line)", path=str(p), line=lineno + 1) from None
+    _check_file(p)
+    with p.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"not valid UTF-8 ({exc.reason} at byte {exc.start} of the line)", path=str(p), line=lineno) from None
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield lineno, line
 
 
 def read_jsonl(

@@ -8,6 +8,7 @@ running: the worker exits on SIGTERM/SIGINT and when its parent closes our stdin
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -40,7 +41,16 @@ def main(argv: list[str] | None = None) -> int:
             pass
         stop.set()
 
+    parent = os.getppid()
+
+    def _poll_parent():
+        # stdin EOF misses a parent whose pipe end was inherited by another process: also watch its pid
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+
     threading.Thread(target=_watch_parent, daemon=True).start()
+    threading.Thread(target=_poll_parent, daemon=True).start()
 
     import xllamacpp
 

@@ -156,11 +156,6 @@ def test_missing_field_empty_and_non_utf8(tmp_path):
     assert info.value.path == str(latin1) and isinstance(info.value.line, int) and "UTF-8" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fusion_dspy.data.read_lines decodes in 8 KB text chunks, so a bad byte in a small file is "
-    "reported at line 1; reading bytes and decoding per line fixes it (reported to the data.py owner)",
-)
 def test_non_utf8_names_the_exact_line(tmp_path):
     latin1 = tmp_path / "mgsm_zz.tsv"
     latin1.write_bytes("Q1?\t3\nWie viel kostet das Gemüse?\t4\n".encode("latin-1"))
