@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.errors import ConfigurationError, EndpointError
 
 logger = logging.getLogger(__name__)
 
@@ -184,24 +184,37 @@ def endpoints_from_model_list(model_list: Any, *, source: str = "model_list") ->
             raise ConfigurationError(f"{source}: model_list[{i}] has no model_name")
         if not isinstance(params, Mapping) or not params.get("model"):
             raise ConfigurationError(f"{source}: model_list[{i}] ({name!r}) needs litellm_params with a 'model'")
+        if not isinstance(params["model"], str):
+            raise ConfigurationError(f"{source}: model_list[{i}] ({name!r}) litellm_params.model must be a string, got {params['model']!r}")
+        if params.get("api_base") is not None and not isinstance(params["api_base"], str):
+            raise ConfigurationError(f"{source}: model_list[{i}] ({name!r}) litellm_params.api_base must be a URL string, got {params['api_base']!r}")
         grouped.setdefault(name, []).append({**params, "_info": entry.get("model_info") or {}})
     endpoints = {}
     for name, entries in grouped.items():
-        first = entries[0]
-        defaults = {k: v for k, v in first.items() if k not in _CONNECTION_KEYS and k != "_info"}
-        info = first["_info"]
-        endpoints[name] = Endpoint(
-            name=name,
-            model=str(first["model"]),
-            api_base=first.get("api_base"),
-            api_key=_resolve_secret(first.get("api_key")),
-            defaults=defaults,
-            timeout=float(first.get("timeout", 600.0)),
-            num_retries=int(first.get("num_retries", 3)),
-            context_window=info.get("max_input_tokens") or info.get("context_window"),
-            replicas=tuple((str(e["model"]), e.get("api_base")) for e in entries[1:]),
-        )
+        try:
+            endpoints[name] = _endpoint_from_entries(name, entries, source)
+        except ConfigurationError as exc:
+            if str(exc).startswith(source):
+                raise
+            raise ConfigurationError(f"{source}: {exc}") from None
     return endpoints
+
+
+def _endpoint_from_entries(name: str, entries: list[Mapping[str, Any]], source: str) -> Endpoint:
+    first = entries[0]
+    defaults = {k: v for k, v in first.items() if k not in _CONNECTION_KEYS and k != "_info"}
+    info = first["_info"]
+    return Endpoint(
+        name=name,
+        model=str(first["model"]),
+        api_base=first.get("api_base"),
+        api_key=_resolve_secret(first.get("api_key")),
+        defaults=defaults,
+        timeout=_number(first.get("timeout", 600.0), float, f"{source}: {name!r} litellm_params.timeout", minimum=0.001),
+        num_retries=_number(first.get("num_retries", 3), int, f"{source}: {name!r} litellm_params.num_retries", minimum=0),
+        context_window=_optional_window(info, f"{source}: {name!r} model_info"),
+        replicas=tuple((str(e["model"]), e.get("api_base")) for e in entries[1:]),
+    )
 
 
 def model_list_of(endpoints: Any) -> list[dict[str, Any]]:
@@ -253,14 +266,142 @@ def load_pool(path: str | os.PathLike[str]) -> Pool:
         return Pool(
             endpoints=endpoints,
             teachers=tuple(teachers),
-            samples_per_teacher=int(roles.get("samples_per_teacher", 1)),
+            samples_per_teacher=_number(roles.get("samples_per_teacher", 1), int, f"{p}: fusion_dspy.samples_per_teacher", minimum=1),
             fusor=roles.get("fusor"),
             rater=roles.get("rater"),
             reward_model=roles.get("reward_model"),
-            temperature=float(roles.get("temperature", 0.3)),
+            temperature=_number(roles.get("temperature", 0.3), float, f"{p}: fusion_dspy.temperature", minimum=0.0),
         )
     except ConfigurationError as exc:
         raise ConfigurationError(f"{p}: {exc}") from None
+
+
+DEFAULT_CHECK_TIMEOUT = 10.0
+
+
+def check_endpoint(endpoint: Endpoint, timeout: float = DEFAULT_CHECK_TIMEOUT) -> None:
+    """Fail fast, naming the endpoint, when its server (or a replica's) does not answer.
+
+    Asks ``GET {api_base}/models`` (every OpenAI-compatible server has it), then ``GET /health`` at
+    the server root, each within ``timeout`` seconds. An endpoint without ``api_base`` (a hosted
+    provider) is not checked. Without this, a run against a server that is down spends LiteLLM's
+    retries on every example and records them all as failed.
+
+    Raises:
+        EndpointError: the server is unreachable, rejects the key, or answers with an error.
+    """
+    if timeout <= 0:
+        raise ConfigurationError(f"the endpoint check timeout must be > 0 seconds, got {timeout}")
+    _check_provider(endpoint)
+    _check_urls(endpoint, timeout)
+
+
+def _check_urls(endpoint: Endpoint, timeout: float) -> None:
+    for api_base in (endpoint.api_base, *(base for _, base in endpoint.replicas)):
+        if api_base:
+            _check_url(endpoint, api_base, timeout)
+
+
+def check_pool(pool: Pool, timeout: float = DEFAULT_CHECK_TIMEOUT) -> None:
+    """:func:`check_endpoint` for every endpoint the pool's roles use, concurrently; all failures in one error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = list(dict.fromkeys([*pool.teachers, pool.fusor_name, pool.rater_name, *([pool.reward_model] if pool.reward_model else [])]))
+    if timeout <= 0:
+        raise ConfigurationError(f"the endpoint check timeout must be > 0 seconds, got {timeout}")
+    for name in names:
+        _check_provider(pool.endpoints[name])
+    errors: list[EndpointError] = []
+    with ThreadPoolExecutor(max_workers=min(8, len(names))) as ex:
+        futures = [ex.submit(_check_urls, pool.endpoints[name], timeout) for name in names]
+        for fut in futures:
+            try:
+                fut.result()
+            except EndpointError as exc:
+                errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        first = errors[0]
+        raise EndpointError(
+            f"{len(errors)} endpoints are not usable:\n" + "\n".join(f"  - {e}" for e in errors),
+            endpoint=first.endpoint, api_base=first.api_base,
+        )  # fmt: skip
+
+
+def _check_provider(endpoint: Endpoint) -> None:
+    """An unknown LiteLLM provider prefix (``hosted_vlm/x``) is a configuration error, not a failed call."""
+    import contextlib
+    import io
+
+    import litellm
+
+    for model in (endpoint.model, *(m for m, _ in endpoint.replicas)):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # LiteLLM prints a provider list to stdout
+                litellm.get_llm_provider(model)
+        except Exception as exc:  # noqa: BLE001 - LiteLLM raises BadRequestError (and others) for unknown providers
+            provider = model.split("/", 1)[0]
+            raise ConfigurationError(
+                f"endpoint {endpoint.name!r}: LiteLLM does not know the provider {provider!r} of model {model!r} "
+                "(use e.g. hosted_vllm/NAME or openai/NAME for an OpenAI-compatible server)"
+            ) from exc
+
+
+def _check_url(endpoint: Endpoint, api_base: str, timeout: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    base = api_base.rstrip("/")
+    root = base[: -len("/v1")] if base.endswith("/v1") else base
+    where = f"endpoint {endpoint.name!r} ({endpoint.model}) at {api_base}"
+    headers = {"Authorization": f"Bearer {endpoint.api_key or 'local'}"}
+    last = ""
+    answered = False
+    for url in (base + "/models", root + "/health"):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
+                if 200 <= resp.status < 300:
+                    logger.debug("%s answers %s", where, url)
+                    return
+                last = f"GET {url} answered HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise EndpointError(f"{where} rejects the API key (HTTP {exc.code} on GET {url}); check api_key",
+                                    endpoint=endpoint.name, api_base=api_base) from None  # fmt: skip
+            last = f"GET {url} answered HTTP {exc.code}"
+            if exc.code < 500:
+                answered = True  # the server is up, it just has no such route
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise EndpointError(
+                f"{where} is not reachable within {timeout:g} s ({type(reason).__name__}: {reason}); "
+                "start the server or fix api_base",
+                endpoint=endpoint.name, api_base=api_base,
+            ) from None  # fmt: skip
+    if answered:
+        logger.info("%s answers HTTP but has neither /models nor /health; assuming it is up", where)
+        return
+    raise EndpointError(f"{where} is not healthy: {last}", endpoint=endpoint.name, api_base=api_base)
+
+
+def _number(value: Any, kind: type, where: str, *, minimum: float | None = None) -> Any:
+    """``value`` as ``kind`` (int or float), or a ConfigurationError naming the setting."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        ok, value = True, int(value)
+    if not ok:
+        raise ConfigurationError(f"{where} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigurationError(f"{where} must be >= {minimum:g}, got {value!r}")
+    return kind(value)
+
+
+def _optional_window(info: Any, where: str) -> int | None:
+    if not isinstance(info, Mapping):
+        raise ConfigurationError(f"{where} must be a mapping, got {type(info).__name__}")
+    value = info.get("max_input_tokens") or info.get("context_window")
+    return None if value is None else _number(value, int, f"{where}.max_input_tokens", minimum=1)
 
 
 def _resolve_secret(value: Any) -> str | None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import typer
 
-from fusion_dspy.endpoints import Endpoint, Pool, load_pool
+from fusion_dspy.endpoints import DEFAULT_CHECK_TIMEOUT, Endpoint, Pool, check_pool, load_pool
+from fusion_dspy.errors import ConfigurationError
 
 POOL_OPTION = typer.Option(None, "--pool", help="LiteLLM model_list YAML with a fusion_dspy roles section.")
 MODEL_OPTION = typer.Option(None, "--model", help="LiteLLM model string of one endpoint, e.g. hosted_vllm/NAME.")
@@ -30,14 +31,27 @@ def open_pool(
     model_path: Path | None = None,
     temperature: float = 0.7,
     samples_per_teacher: int = 1,
+    check_timeout: float | None = DEFAULT_CHECK_TIMEOUT,
 ) -> Iterator[Pool]:
-    """Yield the run's :class:`Pool`, starting (and afterwards stopping) the embedded model if needed."""
+    """Yield the run's :class:`Pool`, starting (and afterwards stopping) the embedded model if needed.
+
+    Endpoints given by ``--pool`` or ``--model`` are checked first (:func:`check_pool`, each within
+    ``check_timeout`` seconds; None skips it), so a server that is down fails the command at once
+    with its name and URL instead of failing every example.
+    """
+    if pool is None and model is None and (api_base is not None or api_key is not None):
+        raise ConfigurationError("--api-base and --api-key need --model (the LiteLLM model string of that endpoint)")
     if pool is not None:
-        yield load_pool(pool)
-        return
-    if model is not None:
+        the_pool = load_pool(pool)
+    elif model is not None:
         ep = Endpoint(name=model.split("/", 1)[-1], model=model, api_base=api_base, api_key=api_key)
-        yield Pool({ep.name: ep}, (ep.name,), samples_per_teacher=samples_per_teacher, temperature=temperature)
+        the_pool = Pool({ep.name: ep}, (ep.name,), samples_per_teacher=samples_per_teacher, temperature=temperature)
+    else:
+        the_pool = None
+    if the_pool is not None:
+        if check_timeout is not None:
+            check_pool(the_pool, check_timeout)
+        yield the_pool
         return
     from fusion_dspy.serving.embedded import EmbeddedServer
 
