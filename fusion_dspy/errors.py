@@ -73,3 +73,41 @@ class SamplingError(FusionError, RuntimeError):
 
 class AggregationError(FusionError, RuntimeError):
     """An aggregator could not produce a result and had no fallback left."""
+
+
+class EndpointSamplingError(SamplingError, EndpointError):
+    """Every sample failed because its endpoint could not be reached or kept failing.
+
+    Unlike unparseable output, this is worth retrying later: runs record the example as failed (not
+    done), so a rerun, once the server is back, completes it.
+    """
+
+
+# LiteLLM exception names that mean "the server did not serve the request" (after LiteLLM's retries),
+# as opposed to "the model answered badly". Matched by name so this module never imports LiteLLM.
+_ENDPOINT_FAILURE_NAMES = frozenset(
+    {
+        "APIConnectionError", "Timeout", "InternalServerError", "ServiceUnavailableError", "BadGatewayError",
+        "RateLimitError", "AuthenticationError", "PermissionDeniedError", "NotFoundError", "APIError",
+        "ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError",
+    }
+)  # fmt: skip
+
+
+def is_endpoint_failure(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is a server failure rather than bad output.
+
+    Aggregators use it to tell a dead backend (propagate: the example fails and a rerun retries it)
+    from an unusable answer (retry or fall back to a candidate, recorded).
+    """
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, (EndpointError, ConnectionError, TimeoutError)):
+            return True
+        name = type(exc).__name__
+        if name in _ENDPOINT_FAILURE_NAMES and type(exc).__module__.split(".")[0] in ("litellm", "openai", "httpx", "httpcore"):
+            status = getattr(exc, "status_code", None)
+            return name != "APIError" or not isinstance(status, int) or status >= 500
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False

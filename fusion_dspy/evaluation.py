@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_dspy.data import BadRows
-from fusion_dspy.errors import ConfigurationError, DataError
+from fusion_dspy.errors import ConfigurationError, DataError, EndpointError
 from fusion_dspy.task import Task, load_task
 
 logger = logging.getLogger(__name__)
@@ -392,6 +392,8 @@ class _Worker:
 
         try:
             result = greedy(program, inputs, self.roles.greedy_lm)
+        except EndpointError:
+            raise  # a server that did not answer fails the example, so a rerun retries it
         except Exception as exc:  # noqa: BLE001 - a failed baseline is recorded, the example goes on
             return _failed(exc)
         return self._scored(result, example)
@@ -403,6 +405,8 @@ class _Worker:
             return {}
         try:
             results = self.aggregators.run(cset, wanted, example)
+        except EndpointError:
+            raise  # a server that did not answer fails the example, so a rerun retries it
         except Exception as exc:  # noqa: BLE001 - isolate the method that failed
             logger.info("aggregation failed (%s); running the methods one by one", exc)
             results = {}

@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 import dspy
 
-from fusion_dspy.errors import AggregationError, ConfigurationError
+from fusion_dspy.endpoints import lm_name
+from fusion_dspy.errors import AggregationError, ConfigurationError, EndpointError, is_endpoint_failure
 from fusion_dspy.llm_text import fence, render_fields
 from fusion_dspy.parsing import CHARS_PER_TOKEN, SchemaAdapter, field_char_limits
 from fusion_dspy.signatures import CANDIDATES_FIELD, COMPARISON_FIELD, fusion_signature
@@ -130,6 +131,9 @@ class Fusor(dspy.Module):
                     return Fusion(outputs, str(pred.get(COMPARISON_FIELD) or ""), tuple(c.index for c in shown), usage, None, raw, trimmed)
                 except Exception as exc:  # noqa: BLE001 - bad fusor output: retry, then fall back
                     error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+                    if is_endpoint_failure(exc):  # a dead server is not bad output: never hide it behind a fallback
+                        raise EndpointError(f"fusor {lm_name(lm)} failed: {error}", endpoint=lm_name(lm),
+                                            api_base=getattr(lm, "kwargs", {}).get("api_base")) from exc  # fmt: skip
                     raw = _last_text(attempt_lm) or raw
                     logger.info("fusion attempt %d failed: %s", attempt + 1, error)
             usage = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=time.perf_counter() - started, calls=1 + self.retries)

@@ -22,7 +22,7 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from fusion_dspy.endpoints import lm_name
-from fusion_dspy.errors import ConfigurationError, SamplingError
+from fusion_dspy.errors import ConfigurationError, EndpointSamplingError, SamplingError, is_endpoint_failure
 from fusion_dspy.parsing import lenient_parse
 from fusion_dspy.types import Candidate, CandidateSet, Usage
 
@@ -169,6 +169,9 @@ def sample_candidates(
     cset = CandidateSet(dict(inputs), tuple(candidates), fields, Usage(usage.prompt_tokens, usage.completion_tokens, seconds, usage.calls))
     if not cset.ok:
         errors = "; ".join(f"{c.model}#{c.sample}: {c.error}" for c in candidates[:4])
+        if candidates and all((c.error or "").startswith(_ENDPOINT_MARK) for c in candidates):
+            names = sorted({c.model for c in candidates})
+            raise EndpointSamplingError(f"all {len(candidates)} samples failed: no endpoint answered ({errors})", endpoint=", ".join(names))
         raise SamplingError(f"all {len(candidates)} samples failed ({errors})")
     if cset.failed:
         logger.warning("%d of %d samples failed and are skipped", len(cset.failed), len(candidates))
@@ -261,6 +264,10 @@ def _split(total: Usage, parts: int) -> list[Usage]:
     return [first] + [Usage(p, c, total.seconds / parts, 0) for _ in range(parts - 1)]
 
 
+_ENDPOINT_MARK = "endpoint failure: "  # prefixes the error of a sample whose server did not answer
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:500]
+    mark = _ENDPOINT_MARK if is_endpoint_failure(exc) else ""
+    return f"{mark}{type(exc).__name__}: {text}"[:500]

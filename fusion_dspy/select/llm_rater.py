@@ -10,6 +10,8 @@ from typing import Any
 
 import dspy
 
+from fusion_dspy.endpoints import lm_name
+from fusion_dspy.errors import EndpointError, is_endpoint_failure
 from fusion_dspy.parsing import SchemaAdapter, field_char_limits
 from fusion_dspy.llm_text import fence, render_fields
 from fusion_dspy.signatures import RateResponse
@@ -55,6 +57,9 @@ class LLMRater(dspy.Module):
                 return pred, None, adapter.last_parse
             except Exception as exc:  # noqa: BLE001 - unparseable rating: retry, then no score
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                if is_endpoint_failure(exc):  # a dead server is not an unparseable rating: propagate
+                    raise EndpointError(f"rater {lm_name(lm)} failed: {error}", endpoint=lm_name(lm),
+                                        api_base=getattr(lm, "kwargs", {}).get("api_base")) from exc  # fmt: skip
                 logger.info("rating attempt %d failed: %s", attempt + 1, error)
         return None, error, "failed"
 

@@ -23,6 +23,7 @@ import json
 import math
 import random
 import re
+import socket
 import threading
 import time
 import uuid
@@ -152,6 +153,7 @@ class FakeOpenAIServer:
         self._calls = 0
         self._in_flight = 0
         self._in_flight_max = 0
+        self._connections: set[socket.socket] = set()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -173,10 +175,18 @@ class FakeOpenAIServer:
         return self
 
     def stop(self) -> None:
+        """Stop listening and cut open keep-alive connections (a stopped server answers nothing)."""
         httpd, self._httpd = self._httpd, None
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
@@ -250,6 +260,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the default stderr log
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.fake._lock:
+            self.fake._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.fake._lock:
+            self.fake._connections.discard(self.connection)
+        super().finish()
 
     def _send(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
