@@ -306,7 +306,7 @@ def candidate_sets(
 ) -> dict[str, CandidateSet]:
     """The cached candidate set of every example (sampled only where the cache lacks samples)."""
     program = task.program()
-    fields = tuple(_signature(program).input_fields)
+    fields = tuple(task_signature(program).input_fields)
 
     def one(example: Any) -> tuple[str, CandidateSet]:
         return inputs_key(example.inputs(), fields), cache.pool_set(program, example, teachers, n=n, temperature=temperature)
@@ -320,13 +320,10 @@ def candidate_sets(
     return dict(pairs)
 
 
-def _signature(program: Any) -> type[dspy.Signature]:
+def task_signature(program: Any) -> type[dspy.Signature]:
+    """The task signature the fusor is derived from (as FusionOfN derives it)."""
     sig = getattr(program, "signature", None)
-    if sig is None:
-        from fusion_dspy.modules import _task_signature
-
-        sig = _task_signature(program)
-    return sig
+    return sig if sig is not None else FusionOfN(program).fusor.task_signature
 
 
 def tune_instruction(
@@ -367,7 +364,7 @@ def tune_instruction(
     if not valset:
         raise ConfigurationError("the held-out split is empty: give --val K with K >= 1")
     program = task.program()
-    signature = _signature(program)
+    signature = task_signature(program)
 
     logger.info("sampling (or reading cached) candidates for %d train + %d held-out examples", len(trainset), len(valset))
     sets = candidate_sets(task, list(trainset) + list(valset), cache, teachers, n=n, temperature=temperature, num_threads=num_threads)

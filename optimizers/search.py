@@ -53,6 +53,7 @@ from fusion_dspy.select import LLMRater
 from fusion_dspy.task import Task
 from fusion_dspy.types import CandidateSet, Usage
 from optimizers.cache import CandidateCache, teacher_descriptor
+from optimizers.instruction import task_signature
 
 logger = logging.getLogger(__name__)
 
@@ -343,12 +344,7 @@ class SearchContext:
 
     def __post_init__(self) -> None:
         self.program = self.task.program()
-        sig = getattr(self.program, "signature", None)
-        if sig is None:
-            from fusion_dspy.modules import _task_signature
-
-            sig = _task_signature(self.program)
-        self.signature = sig
+        self.signature = task_signature(self.program)
 
     def aggregators(self, config: TrialConfig) -> Aggregators:
         name = config.aggregator
