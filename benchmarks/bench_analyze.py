@@ -30,6 +30,7 @@ import json
 import os
 import random
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -224,6 +225,7 @@ def main() -> None:
         reference_loop(args.reference[0], int(args.reference[1]))
         return
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the temporary folder is removed
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "records.jsonl"
         start = time.perf_counter()

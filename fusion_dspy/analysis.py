@@ -279,7 +279,7 @@ def record_view(rec: Mapping[str, Any], *, field_name: str | None = None, where:
         probe = next(
             (c.get("outputs") for c in candidates if isinstance(c.get("outputs"), Mapping) and c.get("outputs")), {}
         )
-    chosen = _choose_field(probe, field_name, where) if probe or field_name else (field_name or "answer")
+    chosen = field_name or (_choose_field(probe, None, where) if probe else "answer")
 
     order = fusion.get("order") if fusion is not None else None
     if order is not None and (not isinstance(order, list) or not all(isinstance(i, int) for i in order)):

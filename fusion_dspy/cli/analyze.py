@@ -42,6 +42,12 @@ def analyze(
     result = analyze_records(records, field_name=field, workers=workers, limit=limit, example_id=example)
     write_report(result, out)
     agg = result.aggregate
+    if agg.analysed == 0:
+        typer.echo(
+            f"warning: no record of {records} had a fusion to analyse "
+            f"(not analysed: {dict(agg.skipped) or 'no records'})",
+            err=True,
+        )
     typer.echo(
         f"{agg.analysed} of {agg.records} records analysed in {result.seconds:.1f} s "
         f"({result.backend}); report in {out}"
