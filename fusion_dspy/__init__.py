@@ -40,6 +40,9 @@ _LAZY = {
     "FusionOfN": "fusion_dspy.modules",
     "BestOfN": "fusion_dspy.modules",
     "RecordStore": "fusion_dspy.runs",
+    "contributions": "fusion_dspy.analysis",
+    "attribute": "fusion_dspy.analysis",
+    "launch": "fusion_dspy.serving.launch",
 }
 
 __all__ = [
@@ -66,7 +69,10 @@ __all__ = [
     "Selection",
     "ServerError",
     "Usage",
+    "attribute",
+    "contributions",
     "embedded",
+    "launch",
     "load_pool",
     "majority_vote",
     "sample_candidates",
