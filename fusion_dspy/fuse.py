@@ -173,6 +173,13 @@ class Fusor(dspy.Module):
                 outputs = {k: (v[: int(len(v) * ratio)] + " [...]" if isinstance(v, str) else v) for k, v in outputs.items()}
             out.append(Candidate(c.index, c.model, c.sample, outputs, c.usage, c.error, c.raw, c.parse))
         after = sum(_tokens(render_fields(c.outputs, cset.output_fields)) + 12 for c in out)
+        while after > budget and len(out) > 1:  # the 16-token floor per candidate can still overflow: drop the last shown
+            gone = out.pop()
+            dropped.append(gone.index)
+            after -= _tokens(render_fields(gone.outputs, cset.output_fields)) + 12
+        if after > budget:
+            raise AggregationError(f"even one trimmed candidate ({after} tokens) does not fit the fusor's context "
+                                   f"window ({window} tokens, {budget} left after the task and max_tokens={max_tokens})")  # fmt: skip
         info = {"policy": self.context_policy, "window": window, "budget_tokens": budget, "tokens_before": before, "tokens_after": after, "dropped": dropped}
         logger.info("candidates trimmed to fit the fusor's context: %s", info)
         return out, info
