@@ -44,12 +44,15 @@ def normalize(answer):
 TASK = Task("reltiny", load, lambda: dspy.Predict(QA), metric, "answer", normalize=normalize)
 
 
-def write_data(path: str | Path, count: int) -> Path:
-    """``count`` distinct rows (the fake server echoes the question, so word ``i`` is the answer)."""
+def write_data(path: str | Path, count: int, *, salt: str = "") -> Path:
+    """``count`` distinct rows (the fake server echoes the question, so word ``i`` is the answer).
+
+    ``salt`` makes the questions new, so DSPy's response cache cannot answer them.
+    """
     p = Path(path)
     with p.open("w", encoding="utf-8") as fh:
         for i in range(count):
-            fh.write(json.dumps({"question": f"word{i} is the answer to item {i}", "answer": f"word{i}"}) + "\n")
+            fh.write(json.dumps({"question": f"word{i} is the answer to item {i} {salt}".strip(), "answer": f"word{i}"}) + "\n")
     return p
 
 
