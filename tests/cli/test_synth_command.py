@@ -106,7 +106,7 @@ def test_sigkill_then_rerun_finishes_without_loss_or_duplicates(tmp_path):
     prompts = _prompts(tmp_path / "p.jsonl", n)
     out = tmp_path / "out"
     records = out / "synth.jsonl"
-    with FakeOpenAIServer(delay_rate=1.0, delay_seconds=0.25) as srv:
+    with FakeOpenAIServer(delay_rate=1.0, delay_seconds=0.15) as srv:
         cmd = [sys.executable, "-m", "fusion_dspy.cli.main", "synth", "--prompts", str(prompts), "--out", str(out),
                "--model", "openai/fake", "--api-base", srv.api_base, "--n", "2", "--concurrency", "2", "--max-tokens", "64"]  # fmt: skip
         proc = subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
