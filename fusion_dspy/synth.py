@@ -244,7 +244,7 @@ class Filters:
         return {"languages": list(self.languages) if self.languages else None, "min_length": self.min_length}
 
     @classmethod
-    def parse(cls, language: str | None = None, min_length: int | None = None) -> "Filters":
+    def parse(cls, language: str | None = None, min_length: int | None = None) -> Filters:
         """Filters from CLI-style values (``"de,fr"``, ``"auto"``)."""
         langs = tuple(language.split(",")) if language else None
         return cls(langs, min_length)
