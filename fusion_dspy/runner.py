@@ -99,6 +99,7 @@ def run_items(
             progress.update(1)
 
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fusion-run")
+    memory = _BoundedMemory()
     try:
         for rid, payload in items:
             if stop.is_set():
@@ -114,7 +115,7 @@ def run_items(
                 for fut in done:
                     finish(fut, in_flight.pop(fut))
             ctx = contextvars.copy_context()
-            in_flight[executor.submit(ctx.run, work, payload)] = rid
+            in_flight[executor.submit(ctx.run, memory.bounded, work, payload)] = rid
         while in_flight:
             done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
             for fut in done:
@@ -134,8 +135,52 @@ def run_items(
                     break
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
+        memory.restore()
         stats.seconds = time.perf_counter() - started
     return stats
+
+
+class _BoundedMemory:
+    """Keeps a long run's memory flat: DSPy keeps every response of a process three times over.
+
+    DSPy's in-memory response cache (up to a million entries), the global call history (10,000) and
+    each LM's history (10,000) grow with every request, which is about 150 KB per example in
+    eval. A run's requests are all different (resume uses the disk cache, which stays on), so
+    during the run the memory cache is off and the histories keep the last ``HISTORY`` calls. The
+    memory cache setting is restored when the run ends.
+    """
+
+    HISTORY = 64
+
+    def __init__(self) -> None:
+        import dspy
+
+        self._cache = getattr(dspy, "cache", None)
+        self._memory_cache = getattr(self._cache, "enable_memory_cache", None)
+        if self._memory_cache:
+            self._cache.enable_memory_cache = False
+
+    def bounded(self, work: Callable[[Any], dict[str, Any]], payload: Any) -> dict[str, Any]:
+        import dspy
+
+        with dspy.context(max_history_size=self.HISTORY):
+            try:
+                return work(payload)
+            finally:
+                self._trim_global_history()
+
+    def _trim_global_history(self) -> None:
+        try:
+            from dspy.clients import base_lm
+        except ImportError:  # pragma: no cover - a DSPy without it has nothing to trim
+            return
+        history = getattr(base_lm, "GLOBAL_HISTORY", None)
+        if isinstance(history, list) and len(history) > 2 * self.HISTORY:
+            del history[: len(history) - self.HISTORY]
+
+    def restore(self) -> None:
+        if self._memory_cache:
+            self._cache.enable_memory_cache = True
 
 
 def _append_failure(path: Path, rid: str, reason: str) -> None:
