@@ -206,12 +206,9 @@ def _draw_with_n(predictor: dspy.Predict, inputs: dict[str, Any], d: _Draw, offs
             return [Candidate(i, d.name, i, {}, Usage(seconds=seconds / d.k), error=_describe(exc)) for i in range(d.k)]
     seconds = time.perf_counter() - started
     total = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=seconds, calls=1)
-    shares = _split(total, max(1, len(outputs)))
-    out = []
-    for i, output in enumerate(outputs):
-        text = output.get("text") if isinstance(output, dict) else output
-        out.append(_parse_candidate(adapter, signature, text, d.name, i, shares[i]))
-    return out
+    texts = [(output.get("text") if isinstance(output, dict) else output) or "" for output in outputs]
+    shares = _split(total, texts)
+    return [_parse_candidate(adapter, signature, text, d.name, i, shares[i]) for i, text in enumerate(texts)]
 
 
 def _parse_candidate(adapter: Any, signature: Any, text: str | None, name: str, i: int, usage: Usage) -> Candidate:
@@ -257,11 +254,26 @@ def _only(values: Mapping[str, Any], signature: Any) -> dict[str, Any]:
     return {k: values.get(k) for k in signature.output_fields}
 
 
-def _split(total: Usage, parts: int) -> list[Usage]:
-    """Share one request's usage between its choices; the first carries the remainder and the call."""
-    p, c = total.prompt_tokens // parts, total.completion_tokens // parts
-    first = Usage(total.prompt_tokens - p * (parts - 1), total.completion_tokens - c * (parts - 1), total.seconds / parts, total.calls)
-    return [first] + [Usage(p, c, total.seconds / parts, 0) for _ in range(parts - 1)]
+def _split(total: Usage, texts: list[str]) -> list[Usage]:
+    """Share one ``n``-request's usage between its choices; the first carries the call.
+
+    The prompt is shared evenly. Completion tokens go to each choice in proportion to its length.
+    Some servers (llama.cpp) report the completion tokens of *one* choice for an ``n > 1``
+    request; that is recognised by an implausible ratio (fewer than one token per 7 characters
+    over all choices) and corrected by scaling the first choice's count by length.
+    """
+    parts = max(1, len(texts))
+    lengths = [max(1, len(t)) for t in texts] or [1]
+    completion = total.completion_tokens
+    if parts > 1 and completion and completion * 7 < sum(lengths):
+        completion = round(completion * sum(lengths) / lengths[0])
+        logger.debug("server reported one choice's completion tokens for n=%d; estimated %d for all", parts, completion)
+    prompt_each = total.prompt_tokens // parts
+    shares = [round(completion * n / sum(lengths)) for n in lengths]
+    usages = [Usage(prompt_each, shares[i], total.seconds / parts, 0) for i in range(parts)]
+    first = usages[0]
+    usages[0] = Usage(total.prompt_tokens - prompt_each * (parts - 1), first.completion_tokens, first.seconds, total.calls)
+    return usages
 
 
 _ENDPOINT_MARK = "endpoint failure: "  # prefixes the error of a sample whose server did not answer
