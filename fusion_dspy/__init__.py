@@ -43,6 +43,8 @@ _LAZY = {
     "contributions": "fusion_dspy.analysis",
     "attribute": "fusion_dspy.analysis",
     "launch": "fusion_dspy.serving.launch",
+    "evaluate": "fusion_dspy.evaluation",
+    "synthesize": "fusion_dspy.synth",
 }
 
 __all__ = [
@@ -72,11 +74,13 @@ __all__ = [
     "attribute",
     "contributions",
     "embedded",
+    "evaluate",
     "launch",
     "load_pool",
     "majority_vote",
     "sample_candidates",
     "select_best",
+    "synthesize",
 ]
 
 
