@@ -3,9 +3,10 @@
 Run: .venv/bin/python benchmarks/soak_eval.py [--examples 500] [--concurrency 8] [--fail-rate 0.1] [--delay-rate 0.05]
 
 A FakeOpenAIServer fails ``fail_rate`` of all requests (HTTP 500) and delays ``delay_rate`` of them
-by ``delay_seconds``. The eval command (in this process, through Typer's CliRunner, so its memory
-can be sampled) runs the tiny QA task of ``tests/reliability/_tiny_task.py`` with N=2 and the
-methods bon, fusion and majority. Reported: examples done and failed (with reasons) and lost
+by ``delay_seconds``. The server runs in its own process (it keeps every request body); the
+eval command runs in this one, through Typer's CliRunner, so that its memory alone is sampled.
+It runs the tiny QA task of ``tests/reliability/_tiny_task.py`` with N=2 and the methods bon,
+fusion and majority. Reported: examples done and failed (with reasons) and lost
 (neither), requests, wall time, and RSS (psutil) over the run: the median while the first
 10-30% of the examples were being written against the last 70-100%.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -27,6 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.fakes.openai_server import FakeOpenAIServer  # noqa: E402
 from tests.reliability._tiny_task import SPEC, count_records, write_data  # noqa: E402
+
+
+def _serve(settings: dict, queue, stop) -> None:
+    """The flaky server, in its own process: it keeps every request body, which must not count as eval's memory."""
+    with FakeOpenAIServer(**settings) as srv:
+        queue.put(srv.api_base)
+        stop.wait()
+        queue.put((srv.calls, srv.in_flight_max))
 
 
 def _lines(path: Path) -> int:
@@ -70,17 +80,29 @@ def soak(
             samples.append((_lines(records), proc.memory_info().rss))
             stop.wait(0.2)
 
-    with FakeOpenAIServer(fail_rate=fail_rate, delay_rate=delay_rate, delay_seconds=delay_seconds, seed=seed) as srv:
+    mp = multiprocessing.get_context("spawn")
+    queue, server_stop = mp.Queue(), mp.Event()
+    settings = {"fail_rate": fail_rate, "delay_rate": delay_rate, "delay_seconds": delay_seconds, "seed": seed}
+    server = mp.Process(target=_serve, args=(settings, queue, server_stop), daemon=True)
+    server.start()
+    try:
+        api_base = queue.get(timeout=60)
         sampler = threading.Thread(target=sample, daemon=True)
         started = time.perf_counter()
         sampler.start()
         result = CliRunner().invoke(app, ["eval", "--task", SPEC, "--data", str(data), "--out", str(out), "--n", str(n),
                                           "--methods", methods, "--max-tokens", "32", "--concurrency", str(concurrency),
-                                          "--no-progress", "--model", "openai/fake", "--api-base", srv.api_base])  # fmt: skip
+                                          "--no-progress", "--model", "openai/fake", "--api-base", api_base])  # fmt: skip
         seconds = time.perf_counter() - started
         stop.set()
         sampler.join(2)
-        requests, in_flight_max = srv.calls, srv.in_flight_max
+        server_stop.set()
+        requests, in_flight_max = queue.get(timeout=30)
+    finally:
+        server_stop.set()
+        server.join(10)
+        if server.is_alive():
+            server.terminate()
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     done, distinct, failed_ids = count_records(out)

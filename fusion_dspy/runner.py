@@ -143,11 +143,11 @@ def run_items(
 class _BoundedMemory:
     """Keeps a long run's memory flat: DSPy keeps every response of a process three times over.
 
-    DSPy's in-memory response cache (up to a million entries), the global call history (10,000) and
-    each LM's history (10,000) grow with every request, which is about 150 KB per example in
-    eval. A run's requests are all different (resume uses the disk cache, which stays on), so
-    during the run the memory cache is off and the histories keep the last ``HISTORY`` calls. The
-    memory cache setting is restored when the run ends.
+    DSPy's in-memory response cache (up to a million entries), the global call history (10,000),
+    each LM's history (10,000) and the predictor trace (10,000) grow with every request, which is
+    about 150 KB per example in eval. A run's requests are all different (resume uses the disk
+    cache, which stays on), so during the run the memory cache is off and the histories and trace
+    keep the last ``HISTORY`` entries. The memory cache setting is restored when the run ends.
     """
 
     HISTORY = 64
@@ -163,7 +163,7 @@ class _BoundedMemory:
     def bounded(self, work: Callable[[Any], dict[str, Any]], payload: Any) -> dict[str, Any]:
         import dspy
 
-        with dspy.context(max_history_size=self.HISTORY):
+        with dspy.context(max_history_size=self.HISTORY, max_trace_size=self.HISTORY):
             try:
                 return work(payload)
             finally:
