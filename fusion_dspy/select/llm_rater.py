@@ -12,8 +12,8 @@ import dspy
 
 from fusion_dspy.endpoints import lm_name
 from fusion_dspy.errors import EndpointError, is_endpoint_failure
-from fusion_dspy.parsing import SchemaAdapter, field_char_limits
 from fusion_dspy.llm_text import fence, render_fields
+from fusion_dspy.parsing import SchemaAdapter, field_char_limits
 from fusion_dspy.signatures import RateResponse
 from fusion_dspy.types import CandidateSet, Usage
 
