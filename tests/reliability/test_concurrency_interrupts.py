@@ -77,6 +77,7 @@ def _rerun(data: Path, out: Path) -> dict:
 TOTAL = 30
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_promptly_and_a_rerun_completes(tmp_path):
     data = write_data(tmp_path / "d.jsonl", TOTAL)
     out = tmp_path / "out"
@@ -97,6 +98,7 @@ def test_ctrl_c_stops_promptly_and_a_rerun_completes(tmp_path):
     assert records == distinct == TOTAL and lost == []
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_loses_nothing(tmp_path):
     data = write_data(tmp_path / "d.jsonl", TOTAL)
     out = tmp_path / "out"
