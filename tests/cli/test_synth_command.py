@@ -86,7 +86,7 @@ def test_synth_bad_input(tmp_path, server):
     result = CliRunner().invoke(app, base + ["--prompts", str(bad), "--skip-bad-rows"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["bad_rows"] == 1
-    assert server.calls > 0
+    assert len(list(iter_records(tmp_path / "out" / "synth.jsonl"))) == 1  # the good row (its calls may be cached)
 
 
 def test_synth_bad_input_exit_code(tmp_path):
