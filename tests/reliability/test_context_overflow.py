@@ -110,7 +110,7 @@ def test_embedded_fusor_accepts_trimmed_candidates(embedded_server):
     """The real llama.cpp server (window n_ctx / n_parallel) takes the trimmed prompt without a context error."""
     window = embedded_server.endpoint.context_window
     lm = embedded_server.endpoint.lm(max_tokens=32, temperature=0.0, cache=False)
-    huge = [window * 3 // 2 * 3, window * 3]  # each alone is ~1.5x and ~1x the window in characters / 2
+    huge = [window * 3 // 2 * 3, window * 3]  # about 1.5x and 1x the window, at 3 characters per token
     fusion = Fusor(QA, lm=lm, retries=0)(candidates=_cset(huge))
     assert fusion.trimmed is not None and fusion.trimmed["window"] == window
     assert fusion.fallback is None or "context" not in fusion.fallback.lower()
