@@ -30,12 +30,18 @@ from tests.fakes.openai_server import FakeOpenAIServer  # noqa: E402
 from tests.reliability._tiny_task import SPEC, count_records, write_data  # noqa: E402
 
 
+def _default_sigint() -> None:
+    """A child started from a background shell inherits SIGINT ignored; Ctrl-C must reach it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _eval(data: Path, out: Path, api_base: str, work: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "DSPY_CACHEDIR": str(work / "dspy_cache")}
     cmd = [sys.executable, "-m", "fusion_dspy.cli.main", "eval", "--task", SPEC, "--data", str(data), "--out", str(out),
            "--n", "2", "--methods", "fusion,majority", "--max-tokens", "32", "--concurrency", "4", "--no-progress",
            "--model", "openai/fake", "--api-base", api_base]  # fmt: skip
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=_default_sigint)
 
 
 def main() -> None:

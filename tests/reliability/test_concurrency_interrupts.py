@@ -44,12 +44,18 @@ def test_synth_never_exceeds_its_concurrency(tmp_path):
         assert 2 <= srv.in_flight_max <= 2
 
 
+def _default_sigint() -> None:
+    """A child started from a background shell inherits SIGINT ignored; Ctrl-C must reach it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_eval(data: Path, out: Path, srv: FakeOpenAIServer, tmp_path: Path, concurrency: int = 2) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "DSPY_CACHEDIR": str(tmp_path / "dspy_cache"), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     cmd = [sys.executable, "-m", "fusion_dspy.cli.main", "eval", "--task", SPEC, "--data", str(data), "--out", str(out),
            "--n", "2", "--methods", "fusion,majority", "--max-tokens", "32", "--concurrency", str(concurrency), "--no-progress",
            "--model", "openai/fake", "--api-base", srv.api_base]  # fmt: skip
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_default_sigint)
 
 
 def _wait_for_records(out: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
