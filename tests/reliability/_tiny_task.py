@@ -56,12 +56,12 @@ def write_data(path: str | Path, count: int, *, salt: str = "") -> Path:
     return p
 
 
-def write_prompts(path: str | Path, count: int) -> Path:
-    """``count`` distinct synth prompts."""
+def write_prompts(path: str | Path, count: int, *, salt: str = "") -> Path:
+    """``count`` distinct synth prompts (``salt``: new prompts that DSPy's response cache cannot answer)."""
     p = Path(path)
     with p.open("w", encoding="utf-8") as fh:
         for i in range(count):
-            fh.write(json.dumps({"prompt": f"Write one sentence about the number {i}."}) + "\n")
+            fh.write(json.dumps({"prompt": f"Write one sentence about the number {i}. {salt}".strip()}) + "\n")
     return p
 
 

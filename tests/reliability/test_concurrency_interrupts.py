@@ -35,7 +35,7 @@ def test_eval_never_exceeds_the_request_bound(tmp_path, concurrency, methods, pe
 
 
 def test_synth_never_exceeds_its_concurrency(tmp_path):
-    prompts = write_prompts(tmp_path / "p.jsonl", 10)
+    prompts = write_prompts(tmp_path / "p.jsonl", 10, salt=str(time.time_ns()))
     with FakeOpenAIServer(delay_rate=1.0, delay_seconds=0.05) as srv:
         result = CliRunner().invoke(app, ["synth", "--prompts", str(prompts), "--out", str(tmp_path / "out"), "--n", "3",
                                           "--max-tokens", "32", "--concurrency", "2", "--model", "openai/fake",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from typer.testing import CliRunner
 
@@ -17,7 +18,7 @@ def _invoke(*args):
 
 
 def test_synth_fuses_over_the_teachers_that_answer(tmp_path):
-    prompts = write_prompts(tmp_path / "p.jsonl", 4)
+    prompts = write_prompts(tmp_path / "p.jsonl", 4, salt=str(time.time_ns()))
     out = tmp_path / "out"
     with FakeOpenAIServer() as good, FakeOpenAIServer(fail_rate=1.0) as bad:
         pool = write_pool(tmp_path / "pool.yaml", {"good": good.api_base, "bad": bad.api_base},
@@ -39,7 +40,7 @@ def test_synth_fuses_over_the_teachers_that_answer(tmp_path):
 
 
 def test_synth_all_teachers_failing_marks_every_prompt_failed_and_goes_on(tmp_path):
-    prompts = write_prompts(tmp_path / "p.jsonl", 5)
+    prompts = write_prompts(tmp_path / "p.jsonl", 5, salt=str(time.time_ns()))
     out = tmp_path / "out"
     with FakeOpenAIServer(fail_rate=1.0) as a, FakeOpenAIServer(fail_rate=1.0) as b:
         pool = write_pool(tmp_path / "pool.yaml", {"a": a.api_base, "b": b.api_base}, teachers=["a", "b"])
@@ -53,7 +54,7 @@ def test_synth_all_teachers_failing_marks_every_prompt_failed_and_goes_on(tmp_pa
 
 
 def test_eval_with_one_failing_teacher_records_the_failed_candidates(tmp_path):
-    data = write_data(tmp_path / "d.jsonl", 3)
+    data = write_data(tmp_path / "d.jsonl", 3, salt=str(time.time_ns()))
     out = tmp_path / "out"
     with FakeOpenAIServer() as good, FakeOpenAIServer(fail_rate=1.0) as bad:
         pool = write_pool(tmp_path / "pool.yaml", {"good": good.api_base, "bad": bad.api_base},
@@ -72,7 +73,7 @@ def test_eval_with_one_failing_teacher_records_the_failed_candidates(tmp_path):
 
 
 def test_eval_with_every_teacher_failing_fails_each_example(tmp_path):
-    data = write_data(tmp_path / "d.jsonl", 3)
+    data = write_data(tmp_path / "d.jsonl", 3, salt=str(time.time_ns()))
     out = tmp_path / "out"
     with FakeOpenAIServer(fail_rate=1.0) as a, FakeOpenAIServer(fail_rate=1.0) as b:
         pool = write_pool(tmp_path / "pool.yaml", {"a": a.api_base, "b": b.api_base}, teachers=["a", "b"])
