@@ -42,11 +42,12 @@ def synth(
     model_path: Path | None = MODEL_PATH_OPTION,
 ) -> None:
     """Sample the teachers for each prompt, fuse their answers, append one SFT row to OUT/synth.jsonl."""
-    from fusion_dspy.synth import DEFAULT_SAMPLES, Filters, check_filters, check_synth_methods, synthesize
+    from fusion_dspy.synth import DEFAULT_SAMPLES, Filters, check_filters, check_synth_methods, read_prompts, synthesize
 
     method_list = check_synth_methods(methods.split(","))
     filters = Filters.parse(language, min_length)
     check_filters(filters)  # a bad language code fails before any server starts
+    next(iter(read_prompts(prompts, field_name=prompt_field, skip_bad_rows=True)), None)  # a missing/unreadable file too
     samples = n if (n is not None or pool is not None) else DEFAULT_SAMPLES
     with open_pool(pool, model, api_base, api_key, model_path, temperature=0.3, samples_per_teacher=samples) as run_pool:
         stats = synthesize(
