@@ -47,7 +47,10 @@ def synth(
     method_list = check_synth_methods(methods.split(","))
     filters = Filters.parse(language, min_length)
     check_filters(filters)  # a bad language code fails before any server starts
-    next(iter(read_prompts(prompts, field_name=prompt_field, skip_bad_rows=True)), None)  # a missing/unreadable file too
+    # Read the prompts once before any server starts or any model call: a bad row fails now, naming file and line.
+    for count, _ in enumerate(read_prompts(prompts, field_name=prompt_field, skip_bad_rows=skip_bad_rows), 1):
+        if limit is not None and count >= limit:
+            break
     samples = n if (n is not None or pool is not None) else DEFAULT_SAMPLES
     with open_pool(pool, model, api_base, api_key, model_path, temperature=0.3, samples_per_teacher=samples) as run_pool:
         stats = synthesize(
