@@ -79,7 +79,7 @@ def select_best(cset: CandidateSet, scorer: Any, *, method: str = "best_of_n") -
     if not ok:
         raise AggregationError("no successful candidate to select from")
     scores, details, usage = as_scorer(scorer).score_candidates(cset)
-    scored = [(scores[c.index], c.index) for c in ok if scores.get(c.index) is not None]
+    scored = [(s, c.index) for c in ok if (s := scores.get(c.index)) is not None and math.isfinite(s)]
     fallback = None
     if scored:
         best_score = max(s for s, _ in scored)

@@ -8,16 +8,26 @@ heads are served at ``POST /classify``. Both are supported here.
 from __future__ import annotations
 
 import contextvars
+import math
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
-from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.errors import ConfigurationError, EndpointError, is_endpoint_failure
 from fusion_dspy.llm_text import render_fields
 from fusion_dspy.types import CandidateSet, Usage
 
 logger = logging.getLogger(__name__)
+
+
+def _is_server_failure(exc: BaseException) -> bool:
+    """Connection errors and 5xx answers: the server is down, so the example must fail (and be retried)."""
+    import httpx
+
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code >= 500
+    return isinstance(exc, httpx.TransportError) or is_endpoint_failure(exc)
 
 
 def _flatten(value: Any) -> list[float]:
@@ -98,13 +108,15 @@ class RewardModelScorer:
         def one(c):
             try:
                 return c.index, self.reward(prompt, render_fields(c.outputs, cset.output_fields)), None
-            except Exception as exc:  # noqa: BLE001 - a failed request gives no score, not a crash
+            except Exception as exc:  # noqa: BLE001 - a bad answer gives no score, not a crash
+                if _is_server_failure(exc):
+                    raise EndpointError(f"reward model {self.model!r} at {self.url} failed: {exc}", endpoint=self.model, api_base=self.url) from exc
                 return c.index, None, f"{type(exc).__name__}: {exc}"[:300]
 
         contexts = [contextvars.copy_context() for _ in ok]
         with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(ok)))) as ex:
             results = list(ex.map(lambda pair: pair[0].run(one, pair[1]), zip(contexts, ok)))
-        scores = {i: s for i, s, _ in results}
+        scores = {i: (s if s is not None and math.isfinite(s) else None) for i, s, _ in results}
         errors = {i: e for i, _, e in results if e}
         if errors:
             logger.warning("reward model failed for %d of %d candidates", len(errors), len(ok))

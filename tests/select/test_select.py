@@ -68,10 +68,19 @@ def test_reward_model_scorer_over_http(route):
     assert any(route in p for p in paths)
 
 
-def test_reward_model_down_gives_no_scores():
+def test_reward_model_down_is_an_endpoint_error_not_a_silent_fallback():
+    from fusion_dspy.errors import EndpointError
+
     scorer = RewardModelScorer("http://127.0.0.1:9/v1", "rm", timeout=1)
-    sel = select_best(_cset(["a", "b"]), scorer)
-    assert sel.fallback and sel.index == 0
+    with pytest.raises(EndpointError, match="127.0.0.1:9"):
+        select_best(_cset(["a", "b"]), scorer)
+
+
+def test_reward_model_bad_answer_gives_no_score():
+    with FakeOpenAIServer(reward=lambda text: float("nan") if "bad" in text else 1.0) as server:
+        scorer = RewardModelScorer(server.api_base, "rm")
+        sel = select_best(_cset(["bad", "good"]), scorer)
+    assert sel.index == 1
 
 
 def test_reward_model_bad_url():
