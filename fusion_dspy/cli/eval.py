@@ -25,7 +25,7 @@ def eval_command(
     task: str = typer.Option(..., "--task", help="Task name (mgsm, wmt, arena, geofactx) or module:attribute."),
     data: Path = typer.Option(..., "--data", help="Data file or folder in the task's format."),
     limit: int | None = typer.Option(None, "--limit", help="At most K examples (per language)."),
-    n: str = typer.Option("4", "--n", help="Candidates per example, or a list such as 1,2,4,8 for a scaling curve."),
+    n: str | None = typer.Option(None, "--n", help="Candidates per example, or a list such as 1,2,4,8 for a scaling curve (default 4; with several teachers, the whole pool)."),
     methods: str | None = typer.Option(
         None, "--methods", help="Comma-separated: greedy,bon,fusion,oracle,majority (default: all the task supports)."
     ),
@@ -50,8 +50,8 @@ def eval_command(
     # greedy is one temperature-0 call; DSPy warns that its rollout id is moot, which is expected here
     warnings.filterwarnings("ignore", message="rollout_id has no effect when temperature=0")
 
-    plan = prepare(task, data, limit=limit, n=n, methods=methods, max_tokens=max_tokens, concurrency=concurrency,
-                   skip_bad_rows=skip_bad_rows, seed=seed, n_given=_n_given())  # fmt: skip
+    plan = prepare(task, data, limit=limit, n=n if n is not None else 4, methods=methods, max_tokens=max_tokens, concurrency=concurrency,
+                   skip_bad_rows=skip_bad_rows, seed=seed, n_given=n is not None)  # fmt: skip
     if pool is not None:
         load_pool(pool)  # a bad pool file fails here, before any server starts
     out_dir = out or default_out_dir(plan.task.name)
@@ -71,17 +71,6 @@ def eval_command(
         raise typer.Exit(130)
     if c["failed"]:
         typer.echo(f"{c['failed']} examples failed (see {out_dir}/records.failed.jsonl); rerun to retry them", err=True)
-
-
-def _n_given() -> bool:
-    """Whether --n was typed (with several teachers the default N is the pool size)."""
-    import click
-
-    ctx = click.get_current_context(silent=True)
-    if ctx is None:
-        return True
-    source = ctx.get_parameter_source("n")
-    return source is not None and source.name != "DEFAULT"
 
 
 def print_summary(summary: dict) -> None:
