@@ -86,6 +86,7 @@ class Endpoint:
     def lm(self, **overrides: Any):
         """A ``dspy.LM`` for this endpoint, through LiteLLM. ``overrides`` become LM defaults."""
         import dspy
+        import litellm  # noqa: F401 - import once, before any thread: first imports racing in threads fail
 
         kwargs = {**self.defaults, **overrides}
         cache = kwargs.pop("cache", True)

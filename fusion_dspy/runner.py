@@ -98,6 +98,8 @@ def run_items(
         if progress is not None:
             progress.update(1)
 
+    import litellm  # noqa: F401 - import once here: first imports racing in worker threads fail half-initialised
+
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fusion-run")
     memory = _BoundedMemory()
     try:
