@@ -17,7 +17,6 @@ import atexit
 import importlib.metadata
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from typing import Any
 
 from fusion_dspy.endpoints import Endpoint
 from fusion_dspy.errors import ConfigurationError, ModelFileError, ServerError
+from fusion_dspy.serving.ports import free_port, port_is_free
 
 logger = logging.getLogger(__name__)
 
@@ -68,21 +68,6 @@ def _check_model_file(path: Path) -> Path:
     if magic != b"GGUF":
         raise ModelFileError(f"model file {path} is not a GGUF file (magic {magic!r}); {INSTALL_HINT}")
     return path
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 class EmbeddedServer:
@@ -133,12 +118,12 @@ class EmbeddedServer:
         self.port: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "EmbeddedServer":
+    def start(self) -> EmbeddedServer:
         """Start the server and wait until it answers ``/health``."""
         if self._proc is not None:
             return self
         if self.requested_port is not None:
-            if not _port_is_free(self.host, self.requested_port):
+            if not port_is_free(self.host, self.requested_port):
                 raise ServerError(
                     f"port {self.requested_port} on {self.host} is already in use; choose another port "
                     "or omit it to get a free one",
@@ -149,7 +134,7 @@ class EmbeddedServer:
         last_error: ServerError | None = None
         for _ in range(3):
             try:
-                self._launch(_free_port(self.host))
+                self._launch(free_port(self.host))
                 return self
             except ServerError as exc:  # the free port was taken between probe and bind: try another
                 if "bind" not in exc.log_tail.lower() and "address" not in exc.log_tail.lower():
@@ -232,7 +217,7 @@ class EmbeddedServer:
             self._log_file = None
         atexit.unregister(self.stop)
 
-    def __enter__(self) -> "EmbeddedServer":
+    def __enter__(self) -> EmbeddedServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -30,7 +30,8 @@ from typing import Any
 from fusion_dspy.endpoints import Endpoint, Pool, endpoints_from_model_list, model_list_of
 from fusion_dspy.errors import ConfigurationError, ServerError
 from fusion_dspy.serving.config import ModelSpec, ServeConfig, load_serve_config, parse_serve_config
-from fusion_dspy.serving.vllm import VLLMServer, find_vllm, free_port, port_is_free
+from fusion_dspy.serving.ports import free_port, port_is_free
+from fusion_dspy.serving.vllm import VLLMServer, find_vllm
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -69,21 +68,6 @@ def vllm_command(spec: ModelSpec, *, port: int, host: str = "127.0.0.1", executa
         executable, "serve", spec.model, "--host", host, "--port", str(port), "--served-model-name", spec.name,
         *vllm_args(spec),
     ]  # fmt: skip
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

@@ -18,7 +18,7 @@ from fusion_dspy.endpoints import load_pool
 from fusion_dspy.errors import ConfigurationError, ServerError
 from fusion_dspy.serving.config import parse_serve_config
 from fusion_dspy.serving.launch import Interrupted, launch, serve_config
-from fusion_dspy.serving.vllm import free_port
+from fusion_dspy.serving.ports import free_port
 from tests.fakes.fake_vllm import REPO, write_fake_vllm
 
 
