@@ -110,7 +110,13 @@ class Fusor(dspy.Module):
         order = shuffled_order(candidates, self.seed)
         shown = [ok[i] for i in order]
         max_tokens = (getattr(lm, "kwargs", {}) or {}).get("max_tokens") or 1024
-        shown, trimmed = self._fit_context(candidates, shown, lm, max_tokens)
+        try:
+            shown, trimmed = self._fit_context(candidates, shown, lm, max_tokens)
+        except AggregationError as exc:  # nothing can be sent that fits: no request, a recorded fallback
+            chosen, how = _fallback_candidate(shown, fallback_scores)
+            reason = f"context overflow, no fusor call ({exc}); returned the {how} candidate"
+            logger.warning(reason)
+            return Fusion(dict(chosen.outputs), "", tuple(c.index for c in shown), Usage(), reason, None, {"policy": self.context_policy, "overflow": str(exc)})
         text = format_candidates(shown, candidates.output_fields, fenced=self.fenced)
         inputs = {k: v for k, v in candidates.inputs.items() if k in self.fuse.signature.input_fields}
         limits = field_char_limits(self.fuse.signature, max_tokens, short_fields={COMPARISON_FIELD: 0.3})

@@ -8,7 +8,6 @@ import dspy
 import pytest
 
 from fusion_dspy.endpoints import Endpoint
-from fusion_dspy.errors import AggregationError
 from fusion_dspy.fuse import Fusor
 from fusion_dspy.types import Candidate, CandidateSet
 from tests.fakes.openai_server import FakeOpenAIServer, _message_text, chat_adapter_reply
@@ -99,10 +98,11 @@ def test_many_candidates_past_the_per_candidate_floor_still_never_overflow(serve
     assert fusion.trimmed["dropped"] and len(fusion.order) + len(fusion.trimmed["dropped"]) == 60
 
 
-def test_a_window_too_small_for_the_task_is_an_error_without_a_call(server):
-    with pytest.raises(AggregationError, match="context window"):
-        _fusor(server, "trim", window=700)(candidates=_cset([300, 300]))
+def test_a_window_too_small_for_the_task_falls_back_without_a_call(server):
+    """A task that cannot fit at all: no request is sent; the fusion falls back, saying why."""
+    fusion = _fusor(server, "trim", window=700)(candidates=_cset([300, 300]))
     assert server.calls == 0
+    assert "context overflow" in fusion.fallback and "context window" in fusion.trimmed["overflow"]
 
 
 @pytest.mark.integration
