@@ -93,7 +93,7 @@ class EmbeddedServer:
         *,
         port: int | None = None,
         host: str = "127.0.0.1",
-        n_ctx: int = 16384,
+        n_ctx: int = 32768,
         n_parallel: int = 4,
         n_threads: int | None = None,
         startup_timeout: float = 120.0,
