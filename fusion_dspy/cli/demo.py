@@ -30,14 +30,15 @@ def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 200, seed:
     program = dspy.Predict("prompt -> response")
     started = time.perf_counter()
     multi = len(pool.teachers) > 1
-    sampler = pool.endpoints[pool.teachers[0]].lm(max_tokens=max_tokens)
+    # Fresh samples on every run (no DSPy cache): a demo run twice should not replay its candidates.
+    sampler = pool.endpoints[pool.teachers[0]].lm(max_tokens=max_tokens, cache=False)
     cset = sample_candidates(
         program, {"prompt": prompt}, lm=sampler, n=n,
-        pool=pool.teacher_lms(max_tokens=max_tokens) if multi else None,
+        pool=pool.teacher_lms(max_tokens=max_tokens, cache=False) if multi else None,
         samples_per_model=pool.samples_per_teacher,
     )  # fmt: skip
-    fusor_lm = pool.endpoints[pool.fusor_name].lm(max_tokens=max_tokens, temperature=0.0)
-    rater_lm = pool.endpoints[pool.rater_name].lm(max_tokens=max(96, max_tokens // 2), temperature=0.0)
+    fusor_lm = pool.endpoints[pool.fusor_name].lm(max_tokens=max_tokens, temperature=0.0, cache=False)
+    rater_lm = pool.endpoints[pool.rater_name].lm(max_tokens=max(96, max_tokens // 2), temperature=0.0, cache=False)
     aggregators = Aggregators(fusor=Fusor(program.signature, lm=fusor_lm, seed=seed), scorer=LLMRater(rater_lm))
     results = aggregators.run(cset, ["bon", "fusion"])
     bon, fusion = results["bon"], results["fusion"]
