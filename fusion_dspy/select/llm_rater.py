@@ -83,6 +83,7 @@ class LLMRater(dspy.Module):
         analyses: dict[int, str] = {}
         fallbacks: dict[int, str] = {}
         usage = Usage(seconds=time.perf_counter() - started)
+        lenient: list[int] = []
         for index, pred, error, parse, lm_usage in results:
             usage = usage + Usage.from_lm_usage(lm_usage, calls=1)
             if pred is None:
@@ -92,9 +93,10 @@ class LLMRater(dspy.Module):
                 scores[index] = float(pred.score)
                 analyses[index] = str(pred.analysis or "")
                 if parse == "lenient":
-                    fallbacks.setdefault(index, "")
+                    lenient.append(index)
         details: dict[str, Any] = {"analyses": analyses}
-        unscored = {i: r for i, r in fallbacks.items() if r}
-        if unscored:
-            details["fallbacks"] = unscored
+        if fallbacks:
+            details["fallbacks"] = fallbacks
+        if lenient:
+            details["parsed_leniently"] = lenient
         return scores, details, usage
