@@ -49,7 +49,7 @@ class Capture:
         self.calls: list[dict] = []
         self.lock = threading.Lock()
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         def wrapped(*args, **kwargs):
             response = self.original(*args, **kwargs)
             request = {k: v for k, v in kwargs.items() if k not in _DROP}

@@ -17,7 +17,6 @@ import time
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import dspy  # noqa: E402
 
 import fusion_dspy as fd  # noqa: E402
 from fusion_dspy.task import load_task  # noqa: E402

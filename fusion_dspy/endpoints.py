@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from fusion_dspy.errors import ConfigurationError, EndpointError
 
@@ -79,7 +80,7 @@ class Endpoint:
         if self.api_base and not str(self.api_base).startswith(("http://", "https://")):
             raise ConfigurationError(f"endpoint {self.name!r}: api_base must be an http(s) URL, got {self.api_base!r}")
 
-    def with_defaults(self, **defaults: Any) -> "Endpoint":
+    def with_defaults(self, **defaults: Any) -> Endpoint:
         """A copy whose request defaults are updated with ``defaults``."""
         return replace(self, defaults={**self.defaults, **defaults})
 

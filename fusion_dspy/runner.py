@@ -9,6 +9,7 @@ items finish, and leaves the store consistent.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -19,8 +20,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import contextvars
 
 from fusion_dspy.errors import ConfigurationError, FusionError
 from fusion_dspy.runs import RecordStore

@@ -246,7 +246,7 @@ def _draw_separately(program, inputs, d: _Draw, indices, strategy: Strategy, max
     if strategy == "parallel" and max_workers > 1 and len(indices) > 1:
         contexts = [contextvars.copy_context() for _ in indices]  # the caller's DSPy settings, per thread
         with ThreadPoolExecutor(max_workers=min(max_workers, len(indices))) as ex:
-            return list(ex.map(lambda ctx_i: ctx_i[0].run(one, ctx_i[1]), zip(contexts, indices)))
+            return list(ex.map(lambda ctx_i: ctx_i[0].run(one, ctx_i[1]), zip(contexts, indices, strict=True)))
     return [one(i) for i in indices]
 
 

@@ -5,8 +5,9 @@ Small frozen dataclasses with ``to_dict`` so records can be written as JSON line
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
 def _add_usage(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
@@ -30,7 +31,7 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
@@ -39,7 +40,7 @@ class Usage:
         )
 
     @classmethod
-    def from_lm_usage(cls, lm_usage: Mapping[str, Any] | None, seconds: float = 0.0, calls: int = 0) -> "Usage":
+    def from_lm_usage(cls, lm_usage: Mapping[str, Any] | None, seconds: float = 0.0, calls: int = 0) -> Usage:
         """Sum a DSPy/LiteLLM usage mapping (``{model: {prompt_tokens, ...}}`` or flat) into one Usage."""
         if not lm_usage:
             return cls(seconds=seconds, calls=calls)
@@ -113,7 +114,7 @@ class CandidateSet:
     def failed(self) -> tuple[Candidate, ...]:
         return tuple(c for c in self.candidates if not c.ok)
 
-    def first(self, k: int) -> "CandidateSet":
+    def first(self, k: int) -> CandidateSet:
         """The first ``k`` candidates (for scaling curves: a smaller N reuses a larger pool)."""
         kept = self.candidates[:k]
         usage = Usage()
@@ -130,7 +131,7 @@ class CandidateSet:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CandidateSet":
+    def from_dict(cls, d: Mapping[str, Any]) -> CandidateSet:
         cands = []
         for c in d["candidates"]:
             u = c.get("usage") or {}

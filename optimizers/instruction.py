@@ -61,7 +61,7 @@ class _Shared:
         self.sets = dict(sets)
         self.lm = lm
 
-    def __deepcopy__(self, memo: dict) -> "_Shared":
+    def __deepcopy__(self, memo: dict) -> _Shared:
         return self
 
 
@@ -211,7 +211,7 @@ def evaluate_fusor(program: CachedFusion, examples: Sequence[Any], metric: Calla
     if num_threads > 1 and len(examples) > 1:
         contexts = [contextvars.copy_context() for _ in examples]
         with ThreadPoolExecutor(max_workers=min(num_threads, len(examples))) as ex:
-            results = list(ex.map(lambda pair: pair[0].run(one, pair[1]), zip(contexts, examples)))
+            results = list(ex.map(lambda pair: pair[0].run(one, pair[1]), zip(contexts, examples, strict=True)))
     else:
         results = [one(e) for e in examples]
     scores = tuple(r[0] for r in results)
@@ -314,7 +314,7 @@ def candidate_sets(
     if num_threads > 1 and len(examples) > 1:
         contexts = [contextvars.copy_context() for _ in examples]
         with ThreadPoolExecutor(max_workers=min(num_threads, len(examples))) as ex:
-            pairs = list(ex.map(lambda pair: pair[0].run(one, pair[1]), zip(contexts, examples)))
+            pairs = list(ex.map(lambda pair: pair[0].run(one, pair[1]), zip(contexts, examples, strict=True)))
     else:
         pairs = [one(e) for e in examples]
     return dict(pairs)

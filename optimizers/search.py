@@ -111,7 +111,7 @@ class SearchSpace:
     rater: tuple[str, ...]
 
     @classmethod
-    def build(cls, values: Mapping[str, Any], *, names: Sequence[str], teachers: Sequence[str] | None = None, task: Task) -> "SearchSpace":
+    def build(cls, values: Mapping[str, Any], *, names: Sequence[str], teachers: Sequence[str] | None = None, task: Task) -> SearchSpace:
         """Validate choices (comma-separated strings or sequences) against the models and the task.
 
         Args:
@@ -187,7 +187,7 @@ class TrialConfig:
     aggregator: str | None = None  # the fusor (fusion) or rater (bon)
 
     @classmethod
-    def suggest(cls, trial: Any, space: SearchSpace) -> "TrialConfig":
+    def suggest(cls, trial: Any, space: SearchSpace) -> TrialConfig:
         dists = space.distributions()
         n = trial.suggest_categorical("n", dists["n"].choices)
         temperature = trial.suggest_categorical("temperature", dists["temperature"].choices)
@@ -201,7 +201,7 @@ class TrialConfig:
         return cls(int(n), float(temperature), tuple(str(teachers).split("+")), str(method), aggregator)
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "TrialConfig":
+    def from_params(cls, params: Mapping[str, Any]) -> TrialConfig:
         method = str(params["method"])
         aggregator = params.get("fusor") if method == "fusion" else params.get("rater") if method == "bon" else None
         return cls(int(params["n"]), float(params["temperature"]), tuple(str(params["teachers"]).split("+")), method, aggregator)
@@ -254,7 +254,7 @@ class Models:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pool(cls, pool: Pool, *, max_tokens: int | None = None) -> "Models":
+    def from_pool(cls, pool: Pool, *, max_tokens: int | None = None) -> Models:
         """Every endpoint of the pool except a reward model; DSPy's cache off so tokens are measured."""
         overrides: dict[str, Any] = {"cache": False}
         if max_tokens:
@@ -393,7 +393,7 @@ def evaluate_config(ctx: SearchContext, config: TrialConfig, *, on_batch: Any = 
         if ctx.num_threads > 1 and len(batch) > 1:
             contexts = [contextvars.copy_context() for _ in batch]
             with ThreadPoolExecutor(max_workers=min(ctx.num_threads, len(batch))) as ex:
-                rows = list(ex.map(lambda pair: pair[0].run(_evaluate_example, ctx, config, pair[1]), zip(contexts, batch)))
+                rows = list(ex.map(lambda pair: pair[0].run(_evaluate_example, ctx, config, pair[1]), zip(contexts, batch, strict=True)))
         else:
             rows = [_evaluate_example(ctx, config, e) for e in batch]
         for score, tokens, sampling, aggregation, fell_back, failed in rows:

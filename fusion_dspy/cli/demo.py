@@ -9,7 +9,14 @@ from typing import Any
 
 import typer
 
-from fusion_dspy.cli._models import API_BASE_OPTION, API_KEY_OPTION, MODEL_OPTION, MODEL_PATH_OPTION, POOL_OPTION, open_pool
+from fusion_dspy.cli._models import (
+    API_BASE_OPTION,
+    API_KEY_OPTION,
+    MODEL_OPTION,
+    MODEL_PATH_OPTION,
+    POOL_OPTION,
+    open_pool,
+)
 
 DEFAULT_PROMPT = "Give three practical tips for writing clear technical documentation."
 
@@ -22,8 +29,8 @@ def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 200, seed:
     """Sample N candidates for ``prompt``, select with the LLM rater, fuse with the fusor; return a report."""
     import dspy
 
-    from fusion_dspy.methods import Aggregators
     from fusion_dspy.fuse import Fusor
+    from fusion_dspy.methods import Aggregators
     from fusion_dspy.sampling import sample_candidates
     from fusion_dspy.select import LLMRater
 

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import typer
 
-from fusion_dspy.cli._models import API_BASE_OPTION, API_KEY_OPTION, MODEL_OPTION, MODEL_PATH_OPTION, POOL_OPTION, open_pool
+from fusion_dspy.cli._models import (
+    API_BASE_OPTION,
+    API_KEY_OPTION,
+    MODEL_OPTION,
+    MODEL_PATH_OPTION,
+    POOL_OPTION,
+    open_pool,
+)
 from fusion_dspy.evaluation import DEFAULT_CONCURRENCY, DEFAULT_MAX_TOKENS
 
 

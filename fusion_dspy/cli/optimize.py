@@ -15,7 +15,14 @@ from typing import Any
 
 import typer
 
-from fusion_dspy.cli._models import API_BASE_OPTION, API_KEY_OPTION, MODEL_OPTION, MODEL_PATH_OPTION, POOL_OPTION, open_pool
+from fusion_dspy.cli._models import (
+    API_BASE_OPTION,
+    API_KEY_OPTION,
+    MODEL_OPTION,
+    MODEL_PATH_OPTION,
+    POOL_OPTION,
+    open_pool,
+)
 from fusion_dspy.errors import ConfigurationError
 
 INSTRUCTION_MODULE = "optimizers.instruction"

@@ -76,7 +76,7 @@ class LLMRater(dspy.Module):
         if self.max_workers > 1 and len(ok) > 1:
             contexts = [contextvars.copy_context() for _ in ok]
             with ThreadPoolExecutor(max_workers=min(self.max_workers, len(ok))) as ex:
-                results = list(ex.map(lambda pair: pair[0].run(one, pair[1]), zip(contexts, ok)))
+                results = list(ex.map(lambda pair: pair[0].run(one, pair[1]), zip(contexts, ok, strict=True)))
         else:
             results = [one(c) for c in ok]
         scores: dict[int, float | None] = {}

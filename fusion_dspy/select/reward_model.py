@@ -8,8 +8,8 @@ heads are served at ``POST /classify``. Both are supported here.
 from __future__ import annotations
 
 import contextvars
-import math
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
@@ -77,7 +77,7 @@ class RewardModelScorer:
         self.max_workers = max_workers
 
     @classmethod
-    def from_endpoint(cls, endpoint: Any, **kwargs: Any) -> "RewardModelScorer":
+    def from_endpoint(cls, endpoint: Any, **kwargs: Any) -> RewardModelScorer:
         """A scorer for an :class:`~fusion_dspy.endpoints.Endpoint` of a reward model."""
         return cls(endpoint.api_base, endpoint.model, api_key=endpoint.api_key, **kwargs)
 
@@ -115,7 +115,7 @@ class RewardModelScorer:
 
         contexts = [contextvars.copy_context() for _ in ok]
         with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(ok)))) as ex:
-            results = list(ex.map(lambda pair: pair[0].run(one, pair[1]), zip(contexts, ok)))
+            results = list(ex.map(lambda pair: pair[0].run(one, pair[1]), zip(contexts, ok, strict=True)))
         scores = {i: (s if s is not None and math.isfinite(s) else None) for i, s, _ in results}
         errors = {i: e for i, _, e in results if e}
         if errors:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import dspy
 import pytest
 
 from fusion_dspy.endpoints import Endpoint
