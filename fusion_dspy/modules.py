@@ -15,7 +15,7 @@ import dspy
 
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.fuse import ContextPolicy, Fusor
-from fusion_dspy.sampling import Strategy, normalize_pool, output_fields_of, sample_candidates
+from fusion_dspy.sampling import Strategy, normalize_pool, output_fields_of, sample_candidates, task_signature
 from fusion_dspy.select.best_of_n import as_scorer, select_best
 from fusion_dspy.types import CandidateSet, Usage
 
@@ -27,21 +27,6 @@ class _Frozen:
 
     def __init__(self, program: Any):
         self.program = program
-
-
-def _task_signature(program: Any) -> type[dspy.Signature]:
-    sig = getattr(program, "signature", None)
-    if sig is not None:
-        return sig
-    predictors = program.predictors() if hasattr(program, "predictors") else []
-    if not predictors:
-        raise ConfigurationError(f"cannot derive a signature from {type(program).__name__}: it has no predictors")
-    first, last = predictors[0].signature, predictors[-1].signature
-    if first is last:
-        return first
-    fields = {n: (f.annotation, f) for n, f in first.input_fields.items()}
-    fields.update({n: (f.annotation, f) for n, f in last.output_fields.items()})
-    return dspy.make_signature(fields, last.instructions)
 
 
 def _check_common(program: Any, n: int, pool: Any) -> None:
@@ -141,7 +126,7 @@ class FusionOfN(_Sampled):
         if fusor is not None and not isinstance(fusor, dspy.BaseLM):
             raise ConfigurationError(f"fusor must be a dspy LM, got {type(fusor).__name__}")
         self.fusor = Fusor(
-            _task_signature(program), lm=fusor, instruction=instruction, seed=seed, fenced=fenced,
+            task_signature(program), lm=fusor, instruction=instruction, seed=seed, fenced=fenced,
             use_schema=use_schema, context_window=context_window, context_policy=context_policy,
         )  # fmt: skip
 

@@ -77,15 +77,25 @@ def single_predictor(program: Any) -> dspy.Predict | None:
     return None
 
 
-def output_fields_of(program: Any) -> tuple[str, ...]:
-    """The output fields of a program: its signature's, or its last predictor's."""
+def task_signature(program: Any) -> type[dspy.Signature]:
+    """The task a program does: its own signature, or its first predictor's inputs and last one's outputs."""
     sig = getattr(program, "signature", None)
-    if sig is None:
-        predictors = program.predictors() if hasattr(program, "predictors") else []
-        if not predictors:
-            raise ConfigurationError(f"cannot tell the output fields of {type(program).__name__}: it has no predictors")
-        sig = predictors[-1].signature
-    return tuple(sig.output_fields)
+    if sig is not None:
+        return sig
+    predictors = program.predictors() if hasattr(program, "predictors") else []
+    if not predictors:
+        raise ConfigurationError(f"cannot tell the task of {type(program).__name__}: it has no predictors")
+    first, last = predictors[0].signature, predictors[-1].signature
+    if first is last:
+        return first
+    fields = {n: (f.annotation, f) for n, f in first.input_fields.items()}
+    fields.update({n: (f.annotation, f) for n, f in last.output_fields.items()})
+    return dspy.make_signature(fields, last.instructions)
+
+
+def output_fields_of(program: Any) -> tuple[str, ...]:
+    """The output fields of a program (those of :func:`task_signature`)."""
+    return tuple(task_signature(program).output_fields)
 
 
 def sample_candidates(
