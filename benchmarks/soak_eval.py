@@ -8,7 +8,8 @@ eval command runs in this one, through Typer's CliRunner, so that its memory alo
 It runs the tiny QA task of ``tests/reliability/_tiny_task.py`` with N=2 and the methods bon,
 fusion and majority. Reported: examples done and failed (with reasons) and lost
 (neither), requests, wall time, and RSS (psutil) over the run: the median while the first
-10-30% of the examples were being written against the last 70-100%.
+10-30% of the examples were being written against the last 70-100%, the median per tenth of the
+run, and the growth over the second half (tenth 6 to tenth 10): a plateau shows as ~0 there.
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ def soak(
     first = [rss for k, rss in samples if 0.1 * examples <= k <= 0.3 * examples]
     last = [rss for k, rss in samples if k >= 0.7 * examples]
     mb = 1024 * 1024
+    deciles = []  # median RSS while each tenth of the examples was being written: a plateau, or a slope
+    for d in range(10):
+        window = [rss for k, rss in samples if d * examples / 10 <= k < (d + 1) * examples / 10 or (d == 9 and k >= examples)]
+        deciles.append(round(statistics.median(window) / mb, 1) if window else None)
     return {
         "examples": examples,
         "done": done,
@@ -127,6 +132,8 @@ def soak(
         "rss_first_mb": round(statistics.median(first) / mb, 1) if first else None,
         "rss_last_mb": round(statistics.median(last) / mb, 1) if last else None,
         "rss_growth_mb": round((statistics.median(last) - statistics.median(first)) / mb, 1) if first and last else None,
+        "rss_by_decile_mb": deciles,
+        "rss_growth_second_half_mb": round(deciles[9] - deciles[5], 1) if deciles[9] and deciles[5] else None,
         "rss_samples": len(samples),
     }
 

@@ -10,11 +10,9 @@ so DSPy's cache never returns the same sample twice). Any other program runs N t
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +21,7 @@ from dspy.utils.exceptions import AdapterParseError
 
 from fusion_dspy.endpoints import lm_name
 from fusion_dspy.errors import ConfigurationError, EndpointSamplingError, SamplingError, is_endpoint_failure
+from fusion_dspy.fanout import fan_out
 from fusion_dspy.parsing import lenient_parse
 from fusion_dspy.types import Candidate, CandidateSet, Usage
 
@@ -156,12 +155,8 @@ def sample_candidates(
     if len(jobs) == 1 or max_workers == 1:
         results = [_draw(program, dict(inputs), d, strategy, max_workers, off) for d, off in jobs]
     else:
-        with ThreadPoolExecutor(max_workers=min(max_workers, len(jobs))) as ex:
-            futures = [
-                ex.submit(contextvars.copy_context().run, _draw, program, dict(inputs), d, strategy, max(1, max_workers // len(jobs)), off)
-                for d, off in jobs
-            ]
-            results = [f.result() for f in futures]
+        inner = max(1, max_workers // len(jobs))
+        results = fan_out(lambda job: _draw(program, dict(inputs), job[0], strategy, inner, job[1]), jobs, max_workers=max_workers)
     seconds = time.perf_counter() - started
 
     candidates: list[Candidate] = []
@@ -254,9 +249,7 @@ def _draw_separately(program, inputs, d: _Draw, indices, strategy: Strategy, max
 
     indices = list(indices)
     if strategy == "parallel" and max_workers > 1 and len(indices) > 1:
-        contexts = [contextvars.copy_context() for _ in indices]  # the caller's DSPy settings, per thread
-        with ThreadPoolExecutor(max_workers=min(max_workers, len(indices))) as ex:
-            return list(ex.map(lambda ctx_i: ctx_i[0].run(one, ctx_i[1]), zip(contexts, indices, strict=True)))
+        return fan_out(one, indices, max_workers=max_workers)  # each in a copy of the caller's DSPy settings
     return [one(i) for i in indices]
 
 

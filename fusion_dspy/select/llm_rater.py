@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dspy
 
 from fusion_dspy.endpoints import lm_name
 from fusion_dspy.errors import EndpointError, is_endpoint_failure
+from fusion_dspy.fanout import fan_out
 from fusion_dspy.llm_text import fence, render_fields
 from fusion_dspy.parsing import SchemaAdapter, field_char_limits
 from fusion_dspy.signatures import RateResponse
@@ -73,12 +72,7 @@ class LLMRater(dspy.Module):
                 pred, error, parse = self._rate_one(task, render_fields(c.outputs, cset.output_fields))
             return c.index, pred, error, parse, tracker.get_total_tokens()
 
-        if self.max_workers > 1 and len(ok) > 1:
-            contexts = [contextvars.copy_context() for _ in ok]
-            with ThreadPoolExecutor(max_workers=min(self.max_workers, len(ok))) as ex:
-                results = list(ex.map(lambda pair: pair[0].run(one, pair[1]), zip(contexts, ok, strict=True)))
-        else:
-            results = [one(c) for c in ok]
+        results = fan_out(one, ok, max_workers=self.max_workers)
         scores: dict[int, float | None] = {}
         analyses: dict[int, str] = {}
         fallbacks: dict[int, str] = {}

@@ -7,14 +7,13 @@ heads are served at ``POST /classify``. Both are supported here.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from fusion_dspy.errors import ConfigurationError, EndpointError, is_endpoint_failure
+from fusion_dspy.fanout import fan_out
 from fusion_dspy.llm_text import render_fields
 from fusion_dspy.types import CandidateSet, Usage
 
@@ -113,9 +112,7 @@ class RewardModelScorer:
                     raise EndpointError(f"reward model {self.model!r} at {self.url} failed: {exc}", endpoint=self.model, api_base=self.url) from exc
                 return c.index, None, f"{type(exc).__name__}: {exc}"[:300]
 
-        contexts = [contextvars.copy_context() for _ in ok]
-        with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(ok)))) as ex:
-            results = list(ex.map(lambda pair: pair[0].run(one, pair[1]), zip(contexts, ok, strict=True)))
+        results = fan_out(one, ok, max_workers=self.max_workers)
         scores = {i: (s if s is not None and math.isfinite(s) else None) for i, s, _ in results}
         errors = {i: e for i, _, e in results if e}
         if errors:

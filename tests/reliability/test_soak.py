@@ -22,3 +22,35 @@ def test_soak_eval_accounts_for_every_example_and_memory_stays_flat(tmp_path):
     assert len(base_lm.GLOBAL_HISTORY) <= 200, len(base_lm.GLOBAL_HISTORY)
     assert dspy.cache.enable_memory_cache and len(dspy.cache.memory_cache) - cache_before < 50
     assert figures["rss_growth_mb"] is not None and figures["rss_growth_mb"] < 40, figures  # a gross leak guard
+
+
+def test_a_long_run_does_not_start_threads_per_example(tmp_path, monkeypatch):
+    """The rater and the pool sampler reuse shared worker threads: each new thread opened its own
+    SQLite connections to DSPy's disk cache, and memory grew with the number of examples."""
+    import threading
+    import time
+
+    from typer.testing import CliRunner
+
+    from fusion_dspy.cli.main import app
+    from tests.fakes.openai_server import FakeOpenAIServer
+    from tests.reliability._tiny_task import SPEC, write_data
+
+    started = []
+    original = threading.Thread.start
+
+    def counting_start(self):
+        if "process_request" not in self.name:  # the fake server in this process starts one per request
+            started.append(self.name)
+        return original(self)
+
+    data = write_data(tmp_path / "d.jsonl", 40, salt=str(time.time_ns()))
+    with FakeOpenAIServer() as srv:
+        monkeypatch.setattr(threading.Thread, "start", counting_start)
+        result = CliRunner().invoke(app, ["eval", "--task", SPEC, "--data", str(data), "--out", str(tmp_path / "out"), "--n", "3",
+                                          "--methods", "bon,fusion", "--max-tokens", "32", "--concurrency", "2",
+                                          "--no-progress", "--model", "openai/fake", "--api-base", srv.api_base])  # fmt: skip
+        monkeypatch.undo()
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    # 40 examples x 3 ratings each: threads started per rating would be 100+; reused ones stay bounded
+    assert len(started) <= 2 + 2 * 4 + 4, started
