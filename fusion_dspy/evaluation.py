@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_dspy.data import BadRows
-from fusion_dspy.errors import ConfigurationError, DataError, EndpointError
+from fusion_dspy.errors import ConfigurationError, DataError, EndpointError, FusionError
 from fusion_dspy.task import Task, load_task
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ class EvalRoles:
         temperature: sampling temperature (None: 0.7 for one teacher, 0.3 for several).
         fusor: the fusor LM; scorer: Best-of-N's scorer (an LLMRater or a RewardModelScorer).
         greedy_lm: the LM of the greedy baseline (the first teacher).
+        judge_lm: the LM a metric that calls an LM uses (a pairwise judge) when DSPy has none
+            configured: the pool's rater.
         describe: names of the models in each role (recorded with the configuration).
     """
 
@@ -89,6 +91,7 @@ class EvalRoles:
     samples_per_teacher: int = 1
     temperature: float | None = None
     describe: dict[str, Any] = field(default_factory=dict)
+    judge_lm: Any = None
 
     @property
     def pool_size(self) -> int | None:
@@ -161,6 +164,11 @@ def prepare(
     methods = check_methods(methods, task) if methods is not None else default_methods(task)
     if len(set(methods)) != len(methods):
         raise ConfigurationError(f"methods listed more than once: {', '.join(methods)}")
+    if _uses_baseline(task) and task.baseline_method not in methods:
+        raise ConfigurationError(
+            f"task {task.name!r} has no reference answers, so its metric compares each method with "
+            f"{task.baseline_method!r}: add {task.baseline_method!r} to the methods, or give the task reference answers"
+        )
     for label, value in (("max_tokens", max_tokens), ("concurrency", concurrency)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigurationError(f"{label} must be a positive integer, got {value!r}")
@@ -194,11 +202,11 @@ def roles_from_pool(pool: Any, *, max_tokens: int, cache: bool = True, rater_wor
     several = len(pool.teachers) > 1
     teachers = {name: pool.endpoints[name].lm(max_tokens=max_tokens, cache=cache) for name in pool.teachers}
     fusor = pool.endpoints[pool.fusor_name].lm(max_tokens=max_tokens, temperature=0.0, cache=cache)
+    rater_lm = pool.endpoints[pool.rater_name].lm(max_tokens=max_tokens, temperature=0.0, cache=cache)
     if pool.reward_model:
         scorer: Any = RewardModelScorer.from_endpoint(pool.endpoints[pool.reward_model])
         scorer_name = f"reward_model:{pool.reward_model}"
     else:
-        rater_lm = pool.endpoints[pool.rater_name].lm(max_tokens=max_tokens, temperature=0.0, cache=cache)
         scorer = LLMRater(rater_lm, max_workers=rater_workers)
         scorer_name = f"rater:{pool.rater_name}"
     greedy_lm = teachers[pool.teachers[0]]
@@ -211,6 +219,7 @@ def roles_from_pool(pool: Any, *, max_tokens: int, cache: bool = True, rater_wor
         temperature=pool.temperature if several else None,
         describe={"teachers": list(pool.teachers), "fusor": pool.fusor_name, "scorer": scorer_name,
                   "samples_per_teacher": pool.samples_per_teacher if several else None},  # fmt: skip
+        judge_lm=rater_lm,
     )
 
 
@@ -352,6 +361,13 @@ class _Worker:
         self.aggregators = Aggregators(fusor=fusor, scorer=roles.scorer if "bon" in plan.methods else None, task=plan.task)
 
     def __call__(self, example: Any) -> dict[str, Any]:
+        import dspy
+
+        # a metric that calls an LM (a pairwise judge, also inside oracle) uses the pool's rater unless DSPy has an LM
+        with dspy.context(lm=dspy.settings.lm or self.roles.judge_lm):
+            return self._record(example)
+
+    def _record(self, example: Any) -> dict[str, Any]:
         from fusion_dspy.sampling import sample_candidates
 
         program = self.task.program()
@@ -365,7 +381,7 @@ class _Worker:
                                      temperature=self.roles.temperature, rollout_offset=self.plan.seed)  # fmt: skip
         methods: dict[str, Any] = {}
         if "greedy" in self.plan.methods:
-            methods["greedy"] = self._greedy(program, inputs, example)
+            methods["greedy"] = self._greedy(program, inputs)
         by_n: dict[str, Any] = {}
         for k in self.plan.ns:
             results = self._aggregate(cset.first(k), example)
@@ -373,6 +389,11 @@ class _Worker:
                 methods.update(results)
             else:
                 by_n[str(k)] = results
+        example = self._with_baseline(example, methods)
+        for results in (methods, *by_n.values()):
+            for name, result in results.items():
+                if result.get("status") != "failed":
+                    results[name] = self._scored(result, example)
         fields = example.toDict()
         return {
             "task": self.task.name,
@@ -387,16 +408,26 @@ class _Worker:
             "by_n": by_n,
         }
 
-    def _greedy(self, program: Any, inputs: dict[str, Any], example: Any) -> dict[str, Any]:
+    def _greedy(self, program: Any, inputs: dict[str, Any]) -> dict[str, Any]:
         from fusion_dspy.methods import greedy
 
         try:
-            result = greedy(program, inputs, self.roles.greedy_lm)
+            return greedy(program, inputs, self.roles.greedy_lm)
         except EndpointError:
             raise  # a server that did not answer fails the example, so a rerun retries it
         except Exception as exc:  # noqa: BLE001 - a failed baseline is recorded, the example goes on
             return _failed(exc)
-        return self._scored(result, example)
+
+    def _with_baseline(self, example: Any, methods: Mapping[str, Any]) -> Any:
+        """The example to score with: a task without references gets its baseline method's answer."""
+        if not _uses_baseline(self.task):
+            return example
+        base = methods.get(self.task.baseline_method) or {}
+        if base.get("status") == "failed" or not base.get("outputs"):
+            # without its baseline nothing in this example can be scored: fail it, a rerun retries it
+            raise FusionError(f"the baseline method {self.task.baseline_method!r} failed ({base.get('error', 'no answer')}), "
+                              "so no method of this example can be scored")  # fmt: skip
+        return example.copy(baseline=base["outputs"].get(self.task.answer_field))
 
     def _aggregate(self, cset: Any, example: Any) -> dict[str, Any]:
         """Every aggregation on ``cset``; if one raises, each is run alone so only that one fails."""
@@ -415,7 +446,7 @@ class _Worker:
                     results.update(self.aggregators.run(cset, (method,), example))
                 except Exception as one_exc:  # noqa: BLE001 - recorded as this method's failure
                     results[method] = _failed(one_exc)
-        return {m: (r if r.get("status") == "failed" else self._scored(r, example)) for m, r in results.items()}
+        return results
 
     def _scored(self, result: dict[str, Any], example: Any) -> dict[str, Any]:
         import dspy
@@ -425,6 +456,10 @@ class _Worker:
         except Exception as exc:  # noqa: BLE001 - a metric that cannot score this output fails the method
             return {**_jsonable(result), **_failed(exc, "metric")}
         return {**_jsonable(result), "status": "ok", "score": score}
+
+
+def _uses_baseline(task: Task) -> bool:
+    return task.baseline_method is not None and not task.has_gold
 
 
 def _failed(exc: BaseException, stage: str = "method") -> dict[str, Any]:

@@ -33,6 +33,10 @@ class Task:
         corpus_metrics: optional ``f(examples, predictions) -> {name: value}`` for corpus-level scores
             (BLEU, chrF++) computed in summaries per method and language.
         has_gold: whether the metric compares with a reference (so an oracle is meaningful).
+        baseline_method: for a metric that compares with a reference answer (a pairwise judge),
+            the method whose answer in the same run stands in for a missing reference: it is
+            attached to the example as ``baseline`` before the methods are scored. Arena-Hard
+            without reference answers uses ``"greedy"``: every method's win rate against greedy.
     """
 
     name: str
@@ -43,6 +47,7 @@ class Task:
     normalize: Callable[[Any], str | None] | None = None
     corpus_metrics: Callable[[Sequence[Any], Sequence[Any]], dict[str, float]] | None = None
     has_gold: bool = True
+    baseline_method: str | None = None
     description: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
 

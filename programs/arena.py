@@ -11,8 +11,10 @@ Scoring: the judge compares two responses in BOTH orders (A/B, then B/A) to canc
 a win counts 1, a tie 0.5, a loss 0, and the two orders are averaged. A verdict that cannot be parsed
 counts as a tie for that order (a neutral 0.5) and is logged, so one bad judge output never stops a run.
 With reference answers (``references=`` a JSONL of ``{uid|question_id, answer}``), the metric is the
-win rate of the prediction against the reference; without them, use :func:`head_to_head` between
-two methods.
+win rate of the prediction against the reference. Without them (the data as shipped), ``eval``
+scores every method by its win rate against the greedy answer of the same run (greedy itself scores
+0.5), as the paper reports win rates against a baseline; :func:`head_to_head` compares any two.
+The judge is ``dspy.settings.lm``, else the pool's rater.
 """
 
 from __future__ import annotations
@@ -184,6 +186,10 @@ def head_to_head(
     return sum(scores) / len(scores)
 
 
+def _field(example: Any, name: str) -> Any:
+    return example.get(name) if hasattr(example, "get") else getattr(example, name, None)
+
+
 def _response(prediction: Any) -> str:
     if prediction is None:
         return ""
@@ -194,15 +200,22 @@ def _response(prediction: Any) -> str:
 
 
 def make_metric(judge_lm: Any = None):
-    """The metric: win rate (0..1, ties half) of the prediction against ``example.reference``."""
+    """The metric: win rate (0..1, ties half) of the prediction against ``example.reference``, or,
+    without one, against ``example.baseline`` (the answer of the run's baseline method, greedy: the
+    eval harness attaches it). An answer identical to the baseline ties (0.5) without a judge call."""
     judge = ArenaJudge(lm=judge_lm)
 
     def metric(example: Any, prediction: Any, trace: Any = None) -> float:
-        reference = example.get("reference") if hasattr(example, "get") else getattr(example, "reference", None)
+        reference = _field(example, "reference")
+        if reference is None:
+            reference = _field(example, "baseline")
+            if reference is not None and _response(prediction).strip() == str(reference).strip():
+                return 0.5
         if reference is None:
             raise ConfigurationError(
                 f"arena example {example.id!r} has no reference answer: load with references=<answers.jsonl> "
-                "(make_task(references=...)) or compare two methods with programs.arena.head_to_head"
+                "(make_task(references=...)), evaluate with greedy among the methods (win rate against greedy), "
+                "or compare two methods with programs.arena.head_to_head"
             )
         return judge.judge_pair(example.prompt, _response(prediction), str(reference))
 
@@ -369,6 +382,7 @@ def make_task(judge_lm: Any = None, references: str | os.PathLike[str] | None = 
         answer_field="response",
         normalize=None,
         has_gold=references is not None,
+        baseline_method=None if references is not None else "greedy",
         description="Arena-Hard open-ended prompts; pairwise LLM-judge win rate (both orders, ties half)",
         extras={"judge": judge_metric.judge, "head_to_head": head_to_head, "pairwise_scores": pairwise_scores},
     )

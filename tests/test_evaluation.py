@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dspy
 import pytest
@@ -284,3 +285,50 @@ def test_interrupted_run_is_completed_by_a_rerun(server, data, tmp_path):
     assert second["run"]["skipped"] == done and second["run"]["done"] == 3 - done and second["counts"]["done"] == 3
     ids = [r["id"] for r in iter_records(tmp_path / "run" / "records.jsonl")]
     assert len(ids) == len(set(ids)) == 3
+
+
+def _judge_prefers_longer(body, i):
+    """The fake's reply, except that the Arena judge prefers the longer response (ties if equal)."""
+    messages = body.get("messages") or []
+    if "response_a ## ]]" not in json.dumps(messages):
+        return chat_adapter_reply(body, i)
+    user = str(messages[-1]["content"])
+    a = user.split("[[ ## response_a ## ]]")[1].split("[[ ## response_b ## ]]")[0].strip()
+    b = user.split("[[ ## response_b ## ]]")[1].split("Respond with the corresponding")[0].strip()
+    verdict = "[[A>B]]" if len(a) > len(b) else "[[B>A]]" if len(b) > len(a) else "[[A=B]]"
+    return f"[[ ## comparison ## ]]\ncompared\n\n[[ ## verdict ## ]]\n{verdict}\n\n[[ ## completed ## ]]"
+
+
+def test_arena_without_references_scores_win_rates_against_greedy(tmp_path):
+    """Arena-Hard as shipped has no reference answers: each method is judged against greedy's answer."""
+    from programs import arena
+
+    data = Path(__file__).parent / "programs" / "fixtures" / "arena" / "arena_hard_v2" / "question.jsonl"
+    out = tmp_path / "arena"
+    with FakeOpenAIServer(reply=_judge_prefers_longer) as srv:
+        summary = evaluate(arena.TASK, data, pool=_pool(srv), out_dir=out, n=3, methods="greedy,bon,fusion", progress=False, cache=False)
+        judge_calls = [b for b in srv.requests if "response_a ## ]]" in json.dumps(b.get("messages"))]
+    records = list(iter_records(out / "records.jsonl"))
+    assert summary["counts"]["done"] == 2 and len(records) == 2
+    for rec in records:
+        m = rec["methods"]
+        assert all(m[k]["status"] == "ok" for k in ("greedy", "bon", "fusion")), m
+        assert m["greedy"]["score"] == 0.5  # greedy against itself: a tie, no judge call
+        greedy_text = m["greedy"]["outputs"]["response"]
+        for k in ("bon", "fusion"):
+            text = m[k]["outputs"]["response"]
+            expected = 0.5 if len(text) == len(greedy_text) else 1.0 if len(text) > len(greedy_text) else 0.0
+            assert m[k]["score"] == expected, (k, text, greedy_text)
+    # the judge saw both orders of each non-identical comparison
+    assert judge_calls and len(judge_calls) % 2 == 0
+
+
+def test_arena_without_references_needs_greedy_among_the_methods(tmp_path):
+    from programs import arena
+
+    data = Path(__file__).parent / "programs" / "fixtures" / "arena" / "arena_hard_v2" / "question.jsonl"
+    with pytest.raises(ConfigurationError, match="add 'greedy' to the methods"):
+        prepare(arena.TASK, data, methods="bon,fusion")
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text('{"uid": "807ddb4c42a7432b", "answer": "x"}\n{"uid": "74379ac8ceed44c0", "answer": "y"}\n', encoding="utf-8")
+    assert prepare(arena.make_task(references=refs), data, methods="bon,fusion").methods == ("bon", "fusion")
