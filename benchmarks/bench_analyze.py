@@ -19,7 +19,9 @@ What it does, in one run:
    round and round over the sample, so the speed-up is measured over the same window and load
    (this machine is shared: a sequential comparison would mostly measure the other jobs). The
    table gives records/s of both, the speed-up, the CPU-time speed-up, and peak RSS of the main
-   process and of a worker at both sizes (memory must not grow with the number of records).
+   process and of a worker at both sizes (memory must not grow with the number of records);
+4. runs the full analysis once more with nothing beside it, for the sequential comparison against
+   the stdlib implementation timed alone in step 2 (meaningful on a quiet machine only).
 """
 
 from __future__ import annotations
@@ -190,6 +192,15 @@ def reference_loop(path: str, sample: int) -> None:
     print(json.dumps({"records": done, "seconds": end - start, "cpu_seconds": cpu1 - cpu0}), flush=True)
 
 
+def run_alone(path: Path, out: Path, limit: int, workers: int) -> dict:
+    """One analyze run in a fresh process with nothing beside it (the sequential comparison)."""
+    cmd = [sys.executable, __file__, "--child", str(path), str(out), str(limit), str(workers)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"analyze run failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def run_child(path: Path, out: Path, limit: int, workers: int, sample: int) -> tuple[dict, dict]:
     """One analyze run in a fresh process, with the reference loop running beside it."""
     ref = subprocess.Popen(
@@ -243,6 +254,8 @@ def main() -> None:
             result, ref = run_child(path, Path(tmp) / f"out_{limit}_{workers}", limit, workers, args.sample)
             runs.append((limit, workers, result, ref, load))
             print(f"analyze {limit} records, {workers} workers: {result['seconds']:.0f} s", flush=True)
+        alone = run_alone(path, Path(tmp) / "out_alone", args.records, args.workers)
+        print(f"analyze {args.records} records, {args.workers} workers, alone: {alone['seconds']:.0f} s", flush=True)
 
     print()
     print("| run | records | seconds | records/s | reference records/s (same window) | speed-up "
@@ -265,9 +278,10 @@ def main() -> None:
     )
     full, small = runs[-1][2], runs[1][2]
     full_ref = runs[-1][3]
+    alone_rps = alone["records"] / alone["seconds"]
     print(
-        f"sequential comparison: stdlib alone {check['stdlib_rps']:.2f} records/s; analyze over {args.records} "
-        f"records {full['records'] / full['seconds']:.2f} records/s (with the reference beside it)"
+        f"sequential comparison (each alone on the machine): stdlib {check['stdlib_rps']:.2f} records/s; analyze over "
+        f"{args.records} records, {args.workers} workers {alone_rps:.2f} records/s: {alone_rps / check['stdlib_rps']:.1f}x"
     )
     print(
         f"peak RSS {args.small} -> {args.records} records: main {small['main_rss_mb']:.0f} -> "

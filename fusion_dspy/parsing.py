@@ -49,10 +49,19 @@ def _is_str(annotation: Any) -> bool:
     return annotation is str or annotation is typing.Any
 
 
-def json_schema_for(signature: type[dspy.Signature], char_limits: dict[str, int] | None = None) -> dict[str, Any]:
-    """A JSON schema for a signature's output fields with bounded string lengths."""
+def json_schema_for(
+    signature: type[dspy.Signature], char_limits: dict[str, int] | None = None, enums: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """A JSON schema for a signature's output fields with bounded string lengths.
+
+    ``enums`` restricts string fields to a fixed set of values (a judge's verdict labels) while the
+    signature keeps them ``str``, so other adapters still accept looser spellings.
+    """
     props: dict[str, Any] = {}
     for name, info in signature.output_fields.items():
+        if enums and name in enums:
+            props[name] = {"type": "string", "enum": list(enums[name])}
+            continue
         props[name] = _schema_for_annotation(info.annotation, (char_limits or {}).get(name))
         extra = info.json_schema_extra or {}
         if name == "score" and props[name].get("type") == "integer":
@@ -82,12 +91,12 @@ def _schema_for_annotation(annotation: Any, max_chars: int | None) -> dict[str, 
         return {}
 
 
-def response_format_for(signature: type[dspy.Signature], char_limits: dict[str, int] | None = None) -> dict[str, Any]:
+def response_format_for(
+    signature: type[dspy.Signature], char_limits: dict[str, int] | None = None, enums: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
     """The OpenAI ``response_format`` asking for JSON that matches the signature's outputs."""
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": signature.__name__ or "output", "schema": json_schema_for(signature, char_limits), "strict": True},
-    }
+    schema = json_schema_for(signature, char_limits, enums)
+    return {"type": "json_schema", "json_schema": {"name": signature.__name__ or "output", "schema": schema, "strict": True}}
 
 
 def lenient_parse(signature: type[dspy.Signature], text: str, *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -181,18 +190,27 @@ class SchemaAdapter(JSONAdapter):
         char_limits: maximum characters per string output field (keeps small models from rambling).
         optional: output fields allowed to be missing (filled with "").
         use_schema: send ``response_format`` with the schema (constrained decoding).
+        enums: string output fields restricted to these values in the schema.
     """
 
-    def __init__(self, char_limits: dict[str, int] | None = None, *, optional: tuple[str, ...] = (), use_schema: bool = True):
+    def __init__(
+        self,
+        char_limits: dict[str, int] | None = None,
+        *,
+        optional: tuple[str, ...] = (),
+        use_schema: bool = True,
+        enums: dict[str, list[str]] | None = None,
+    ):
         super().__init__(use_native_function_calling=False)
         self.char_limits = dict(char_limits or {})
         self.optional = tuple(optional)
         self.use_schema = use_schema
+        self.enums = dict(enums or {})
         self.last_parse = "adapter"
 
     def _prepare_response_format(self, lm, lm_kwargs, signature):
         if self.use_schema and "response_format" not in lm_kwargs:
-            lm_kwargs["response_format"] = response_format_for(signature, self.char_limits)
+            lm_kwargs["response_format"] = response_format_for(signature, self.char_limits, self.enums)
 
     def parse(self, signature, completion):
         try:

@@ -32,6 +32,7 @@ from dspy.utils.exceptions import AdapterParseError
 
 from fusion_dspy.data import BadRows, read_jsonl
 from fusion_dspy.errors import ConfigurationError, DataError
+from fusion_dspy.parsing import SchemaAdapter, field_char_limits
 from fusion_dspy.task import Task
 from programs._io import Collector, data_files
 from programs._languages import is_language_code
@@ -110,7 +111,22 @@ def parse_verdict(text: Any) -> str | None:
     bare = re.findall(r"(?<![A-Za-z])([AB]\s*(?:>>|<<|>=|>|<|==|=|≈|≫|≪)\s*[AB])(?![A-Za-z])", s)
     if bare:
         return _label(bare[-1])
-    return _label(s.strip().strip("*.:!\"' "))
+    label = _label(s.strip().strip("*.:!\"' "))
+    return label or _label_from_words(s)
+
+
+_WORDS = re.compile(r"\b(?:assistant\s+|response\s+)?([AB])\s+is\s+(much\s+|far\s+|significantly\s+|clearly\s+)?better\b", re.I)
+_TIE_WORDS = re.compile(r"\b(tie|equally\s+good|equal(?:ly)?\s+(?:good|bad)|both\s+are\s+(?:equally|the\s+same))\b", re.I)
+
+
+def _label_from_words(s: str) -> str | None:
+    """``A is better``, ``B is much better``, ``tie``: how small judges write a verdict in prose."""
+    found = _WORDS.findall(s)
+    if found:
+        side, much = found[-1]
+        side = side.upper()
+        return (f"{side}>>{'B' if side == 'A' else 'A'}" if much else f"{side}>{'B' if side == 'A' else 'A'}")
+    return "A=B" if _TIE_WORDS.search(s) else None
 
 
 def _label(raw: str) -> str | None:
@@ -133,11 +149,16 @@ class ArenaJudge(dspy.Module):
         self.judge = dspy.Predict(JudgeVerdict)
 
     def forward(self, prompt: str, response_a: str, response_b: str) -> dspy.Prediction:
-        """One judgement in the order given; ``label`` is None when the verdict cannot be parsed."""
-        if self.lm is not None:
-            with dspy.context(lm=self.lm):
-                out = self.judge(prompt=prompt, response_a=response_a, response_b=response_b)
-        else:
+        """One judgement in the order given; ``label`` is None when the verdict cannot be parsed.
+
+        The judge answers in JSON constrained by a schema with bounded field lengths (small local
+        judges ramble past ``max_tokens`` otherwise), parsed leniently.
+        """
+        lm = self.lm or dspy.settings.lm
+        max_tokens = (getattr(lm, "kwargs", {}) or {}).get("max_tokens")
+        limits = field_char_limits(JudgeVerdict, max_tokens, short_fields={"comparison": 0.75, "verdict": 0.05})
+        adapter = SchemaAdapter(limits, optional=("comparison",), enums={"verdict": [f"[[{label}]]" for label in _SCORES]})
+        with dspy.context(lm=lm, adapter=adapter):
             out = self.judge(prompt=prompt, response_a=response_a, response_b=response_b)
         label = parse_verdict(out.verdict)
         if label is None:

@@ -294,7 +294,7 @@ def _judge_prefers_longer(body, i):
         return chat_adapter_reply(body, i)
     user = str(messages[-1]["content"])
     a = user.split("[[ ## response_a ## ]]")[1].split("[[ ## response_b ## ]]")[0].strip()
-    b = user.split("[[ ## response_b ## ]]")[1].split("Respond with the corresponding")[0].strip()
+    b = user.split("[[ ## response_b ## ]]")[1].split("Respond with")[0].strip()
     verdict = "[[A>B]]" if len(a) > len(b) else "[[B>A]]" if len(b) > len(a) else "[[A=B]]"
     return f"[[ ## comparison ## ]]\ncompared\n\n[[ ## verdict ## ]]\n{verdict}\n\n[[ ## completed ## ]]"
 

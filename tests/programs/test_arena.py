@@ -118,6 +118,9 @@ def test_v01_model_answer_format_as_references(tmp_path):
         ("B", "B>A"),
         ("**A=B**", "A=B"),
         ("［［A＞B］］".replace("［［", "[[").replace("］］", "]]"), "A>B"),
+        ("A is better", "A>B"),
+        ("Response B is much better than A.", "B>>A"),
+        ("It is a tie.", "A=B"),
         ("I cannot decide", None),
         ("", None),
         (None, None),
@@ -244,3 +247,12 @@ def test_empty_and_non_utf8(tmp_path):
     with pytest.raises(DataError, match="UTF-8") as info:
         arena.load(bad)
     assert info.value.path == str(bad)
+
+
+def test_judge_asks_for_a_verdict_label_by_schema():
+    """Small local judges write prose verdicts; the schema restricts the verdict to the five labels."""
+    lm = _verdicts("[[A>B]]", "[[B>A]]")
+    ArenaJudge(lm=lm).judge_pair("p", "a", "b")
+    schema = lm.history[-1]["kwargs"]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["verdict"]["enum"] == ["[[A>>B]]", "[[A>B]]", "[[A=B]]", "[[B>A]]", "[[B>>A]]"]
+    assert schema["properties"]["comparison"]["maxLength"] > 0
