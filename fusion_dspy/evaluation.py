@@ -389,11 +389,11 @@ class _Worker:
                 methods.update(results)
             else:
                 by_n[str(k)] = results
-        example = self._with_baseline(example, methods)
+        scoring = self._with_baseline(example, methods)
         for results in (methods, *by_n.values()):
             for name, result in results.items():
                 if result.get("status") != "failed":
-                    results[name] = self._scored(result, example)
+                    results[name] = self._scored(result, scoring)
         fields = example.toDict()
         return {
             "task": self.task.name,

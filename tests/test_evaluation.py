@@ -314,6 +314,7 @@ def test_arena_without_references_scores_win_rates_against_greedy(tmp_path):
         m = rec["methods"]
         assert all(m[k]["status"] == "ok" for k in ("greedy", "bon", "fusion")), m
         assert m["greedy"]["score"] == 0.5  # greedy against itself: a tie, no judge call
+        assert "baseline" not in rec["gold"]  # the stand-in reference is not a gold label
         greedy_text = m["greedy"]["outputs"]["response"]
         for k in ("bon", "fusion"):
             text = m[k]["outputs"]["response"]
