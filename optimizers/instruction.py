@@ -12,13 +12,11 @@ no optimizer sees.
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,9 +24,11 @@ from typing import Any, Literal
 import dspy
 
 from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.fanout import fan_out
 from fusion_dspy.fuse import Fusor
 from fusion_dspy.modules import FusionOfN
 from fusion_dspy.runs import record_id
+from fusion_dspy.sampling import task_signature
 from fusion_dspy.task import Task
 from fusion_dspy.types import CandidateSet, Usage
 from optimizers.cache import CandidateCache
@@ -208,12 +208,7 @@ def evaluate_fusor(program: CachedFusion, examples: Sequence[Any], metric: Calla
         cset = program._shared.sets[inputs_key(example.inputs(), program._input_fields)]
         return float(metric(example, pred)), pred.usage, cset.usage, bool(pred.fallback)
 
-    if num_threads > 1 and len(examples) > 1:
-        contexts = [contextvars.copy_context() for _ in examples]
-        with ThreadPoolExecutor(max_workers=min(num_threads, len(examples))) as ex:
-            results = list(ex.map(lambda pair: pair[0].run(one, pair[1]), zip(contexts, examples, strict=True)))
-    else:
-        results = [one(e) for e in examples]
+    results = fan_out(one, examples, max_workers=num_threads)
     scores = tuple(r[0] for r in results)
     fusor = sum((r[1] for r in results), Usage())
     sampling = sum((r[2] for r in results), Usage())
@@ -311,19 +306,7 @@ def candidate_sets(
     def one(example: Any) -> tuple[str, CandidateSet]:
         return inputs_key(example.inputs(), fields), cache.pool_set(program, example, teachers, n=n, temperature=temperature)
 
-    if num_threads > 1 and len(examples) > 1:
-        contexts = [contextvars.copy_context() for _ in examples]
-        with ThreadPoolExecutor(max_workers=min(num_threads, len(examples))) as ex:
-            pairs = list(ex.map(lambda pair: pair[0].run(one, pair[1]), zip(contexts, examples, strict=True)))
-    else:
-        pairs = [one(e) for e in examples]
-    return dict(pairs)
-
-
-def task_signature(program: Any) -> type[dspy.Signature]:
-    """The task signature the fusor is derived from (as FusionOfN derives it)."""
-    sig = getattr(program, "signature", None)
-    return sig if sig is not None else FusionOfN(program).fusor.task_signature
+    return dict(fan_out(one, examples, max_workers=num_threads))
 
 
 def tune_instruction(

@@ -30,14 +30,12 @@ command again adds trials to the one study.
 
 from __future__ import annotations
 
-import contextvars
 import itertools
 import json
 import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,14 +44,15 @@ import dspy
 
 from fusion_dspy.endpoints import Endpoint, Pool, model_list_of
 from fusion_dspy.errors import ConfigurationError, SamplingError
+from fusion_dspy.fanout import fan_out
 from fusion_dspy.fuse import Fusor
 from fusion_dspy.methods import Aggregators
 from fusion_dspy.runs import RecordStore, record_id
+from fusion_dspy.sampling import task_signature
 from fusion_dspy.select import LLMRater
 from fusion_dspy.task import Task
 from fusion_dspy.types import CandidateSet, Usage
 from optimizers.cache import CandidateCache, teacher_descriptor
-from optimizers.instruction import task_signature
 
 logger = logging.getLogger(__name__)
 
@@ -390,12 +389,7 @@ def evaluate_config(ctx: SearchContext, config: TrialConfig, *, on_batch: Any = 
     size = ctx.batch_size or len(examples)
     for start in range(0, len(examples), size):
         batch = examples[start : start + size]
-        if ctx.num_threads > 1 and len(batch) > 1:
-            contexts = [contextvars.copy_context() for _ in batch]
-            with ThreadPoolExecutor(max_workers=min(ctx.num_threads, len(batch))) as ex:
-                rows = list(ex.map(lambda pair: pair[0].run(_evaluate_example, ctx, config, pair[1]), zip(contexts, batch, strict=True)))
-        else:
-            rows = [_evaluate_example(ctx, config, e) for e in batch]
+        rows = fan_out(lambda e: _evaluate_example(ctx, config, e), batch, max_workers=ctx.num_threads)
         for score, tokens, sampling, aggregation, fell_back, failed in rows:
             out.scores.append(score)
             out.tokens.append(tokens)
