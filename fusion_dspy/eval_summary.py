@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from fusion_dspy.substance import answer_text, framing_found
 from fusion_dspy.task import Task
 
 logger = logging.getLogger(__name__)
@@ -69,14 +71,21 @@ class _Group:
     completion: int = 0
     failed: int = 0
     fallbacks: int = 0
+    framed: int = 0
+    length_ratios: list[float] = field(default_factory=list)
     examples: list[Any] = field(default_factory=list)
     predictions: list[Any] = field(default_factory=list)
 
-    def add(self, result: Mapping[str, Any]) -> None:
+    def add(self, result: Mapping[str, Any], field_name: str | None = None, candidate_chars: float = 0.0) -> None:
         if result.get("status") == "failed" or result.get("score") is None:
             self.failed += 1
             return
         self.scores.append(float(result["score"]))
+        answer = answer_text(result.get("outputs") or {}, field_name)
+        if framing_found(answer):
+            self.framed += 1
+        if candidate_chars:
+            self.length_ratios.append(len(answer.strip()) / candidate_chars)
         total = ((result.get("usage") or {}).get("total")) or {}
         self.prompt += int(total.get("prompt_tokens") or 0)
         self.completion += int(total.get("completion_tokens") or 0)
@@ -105,10 +114,12 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
         configs.add(json.dumps(rec.get("config"), sort_keys=True, default=str))
         language = str(rec.get("language") or "-")
         example = _example(rec) if corpus else None
+        field_name = task.answer_field if task is not None else None
+        candidate_chars = _candidate_chars(rec, field_name)
         for method, k, result in method_results(rec):
             for lang in (language, ALL):
                 g = groups[(method, k, lang)]
-                g.add(result)
+                g.add(result, field_name, candidate_chars)
                 if corpus and lang != ALL and result.get("status") != "failed":
                     g.examples.append(example)
                     g.predictions.append(_prediction(result.get("outputs")))
@@ -126,6 +137,8 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
             "tokens_completion": g.completion / count if count else 0.0,
             "tokens_total": (g.prompt + g.completion) / count if count else 0.0,
             "fallbacks": g.fallbacks, "failed": g.failed,
+            "framed": g.framed,
+            "length_ratio": statistics.median(g.length_ratios) if g.length_ratios else math.nan,
         }  # fmt: skip
         if corpus and g.examples:
             try:
@@ -164,6 +177,13 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
         "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": 0.95, "seed": seed},
         "rows": rows,
     }
+
+
+def _candidate_chars(rec: Mapping[str, Any], field_name: str | None) -> float:
+    """The median length of the record's candidate answers (what a method's answer is compared with)."""
+    cands = (rec.get("candidates") or {}).get("candidates") or []
+    lengths = [len(answer_text(c.get("outputs") or {}, field_name).strip()) for c in cands if not c.get("error")]
+    return float(statistics.median(lengths)) if lengths else 0.0
 
 
 def _example(rec: Mapping[str, Any]) -> Any:
@@ -207,13 +227,16 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
     """The summary as a Markdown table (one row per method, N and language)."""
     corpus_names = sorted({name for r in summary["rows"] for name in (r.get("corpus") or {}) if name != "error"})
     c = summary["counts"]
-    head = ["method", "N", "language", "metric", "95% CI", "count", "prompt tok/ex", "completion tok/ex", "total tok/ex", "fallbacks", "failed"]
+    head = ["method", "N", "language", "metric", "95% CI", "count", "prompt tok/ex", "completion tok/ex", "total tok/ex",
+            "length / candidates", "framing", "fallbacks", "failed"]  # fmt: skip
     lines = [
         f"# Evaluation of {summary.get('task') or 'task'}",
         "",
         f"Examples done: {c['done']}; failed (retried on rerun): {c['failed']}; bad rows skipped: {c.get('bad_rows_skipped', 0)}.",
         "Metric: the task's per-example metric, mean with a 95% percentile bootstrap interval "
         f"({summary['bootstrap']['resamples']} resamples). Tokens per example include the shared sampling.",
+        "Length / candidates: the median of each answer's length over its candidates' median length. Framing: answers "
+        "that contain prompt scaffolding (field markers, {placeholders}, field lists, fence tags).",
         "",
         "| " + " | ".join(head + corpus_names) + " |",
         "|" + "---|" * (len(head) + len(corpus_names)),
@@ -221,7 +244,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
     for r in summary["rows"]:
         cells = [r["method"], str(r["n"]), r["language"], _fmt(r["mean"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
                  str(r["count"]), f"{r['tokens_prompt']:.0f}", f"{r['tokens_completion']:.0f}", f"{r['tokens_total']:.0f}",
-                 str(r["fallbacks"]), str(r["failed"])]  # fmt: skip
+                 _fmt(r.get("length_ratio", math.nan), 2), str(r.get("framed", 0)), str(r["fallbacks"]), str(r["failed"])]  # fmt: skip
         corpus = r.get("corpus") or {}
         cells += [_fmt(corpus[name], 2) if name in corpus else "" for name in corpus_names]
         lines.append("| " + " | ".join(cells) + " |")

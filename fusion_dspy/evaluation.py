@@ -346,7 +346,7 @@ class _Worker:
     def __init__(self, plan: EvalPlan, roles: EvalRoles, config: Mapping[str, Any]):
         from fusion_dspy.fuse import Fusor
         from fusion_dspy.methods import Aggregators
-        from fusion_dspy.sampling import output_fields_of
+        from fusion_dspy.sampling import output_fields_of, task_signature
 
         self.plan = plan
         self.roles = roles
@@ -356,9 +356,8 @@ class _Worker:
         self.output_fields = output_fields_of(probe)
         fusor = None
         if "fusion" in plan.methods:
-            signature = getattr(probe, "signature", None) or probe.predictors()[-1].signature
-            fusor = Fusor(signature, lm=roles.fusor, seed=plan.seed)
-        self.aggregators = Aggregators(fusor=fusor, scorer=roles.scorer if "bon" in plan.methods else None, task=plan.task)
+            fusor = Fusor(task_signature(probe), lm=roles.fusor, seed=plan.seed)
+        self.aggregators = Aggregators(fusor=fusor, scorer=roles.scorer if "bon" in plan.methods else None, task=plan.task, seed=plan.seed)
 
     def __call__(self, example: Any) -> dict[str, Any]:
         import dspy

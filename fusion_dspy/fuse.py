@@ -1,17 +1,17 @@
 """Fusion-of-N: a fusor LM compares the candidates and writes one new answer.
 
-The fusor sees the task's inputs and the candidates, shuffled with a seed, numbered, and fenced in
-``<candidate>`` tags so that instructions written inside a candidate are data, not orders. It
-answers with a comparison, then the task's own output fields. Small models break output formats,
-so the call asks for JSON matching a schema with bounded field lengths, parses leniently, retries
-once with a fresh sample, and otherwise falls back to a candidate, saying why in ``fallback``.
+The fusor sees the task's own instruction, its inputs and the candidates, shuffled with a seed,
+numbered, and fenced in ``<candidate>`` tags so that instructions written inside a candidate are
+data, not orders. For text tasks the prompt is plain (the fused answer is the completion itself,
+with the same token budget the candidates had); structured outputs are asked for as JSON with a
+comparison field first. An unusable output is retried once with a fresh sample, then the fusor
+falls back to a candidate, saying why in ``fallback``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import random
+import re
 import time
 from typing import Any, Literal
 
@@ -21,7 +21,14 @@ from fusion_dspy.endpoints import lm_name
 from fusion_dspy.errors import AggregationError, ConfigurationError, EndpointError, is_endpoint_failure
 from fusion_dspy.llm_text import fence, render_fields
 from fusion_dspy.parsing import CHARS_PER_TOKEN, SchemaAdapter, field_char_limits
-from fusion_dspy.signatures import CANDIDATES_FIELD, COMPARISON_FIELD, fusion_signature
+from fusion_dspy.plain_adapter import PlainAdapter, render_outputs, suits_plain, task_instruction
+from fusion_dspy.signatures import (
+    CANDIDATES_FIELD,
+    COMPARISON_FIELD,
+    comparison_signature,
+    fusion_signature,
+    plain_fusion_signature,
+)
 from fusion_dspy.types import Candidate, CandidateSet, Fusion, Usage
 
 logger = logging.getLogger(__name__)
@@ -35,22 +42,27 @@ _CONTEXT_HEADROOM = 0.1
 
 def shuffled_order(cset: CandidateSet, seed: int) -> list[int]:
     """The shown order of the successful candidates: a shuffle seeded by ``seed`` and the inputs."""
-    key = hashlib.sha256(f"{seed}|{sorted(cset.inputs.items())!r}".encode()).hexdigest()
     order = [c.index for c in cset.ok]
-    random.Random(key).shuffle(order)
+    cset.rng(seed).shuffle(order)
     return order
 
 
 def format_candidates(candidates: list[Candidate], output_fields: tuple[str, ...], *, fenced: bool = True) -> str:
     """Number the candidates in the given order; fenced as data unless ``fenced`` is False."""
+    return _number([render_fields(c.outputs, output_fields) for c in candidates], fenced=fenced)
+
+
+def _number(texts: list[str], *, fenced: bool) -> str:
     blocks = []
-    for position, c in enumerate(candidates, 1):
-        text = render_fields(c.outputs, output_fields)
+    for position, text in enumerate(texts, 1):
         if fenced:
             blocks.append(fence(text, "candidate", attrs=f'id="{position}"'))
         else:
             blocks.append(f"Candidate {position}:\n{text}")
     return "\n\n".join(blocks)
+
+
+FusorFormat = Literal["auto", "plain", "structured"]
 
 
 class Fusor(dspy.Module):
@@ -62,11 +74,21 @@ class Fusor(dspy.Module):
         instruction: replaces the default fusion instruction (the paper's elements).
         seed: seeds the shuffling of the candidates.
         fenced: enclose candidates in ``<candidate>`` tags (defence against prompt injection).
-        use_schema: constrained JSON decoding with bounded field lengths.
-        retries: fresh attempts after an unparseable output, before falling back.
+        format: ``plain`` (the task's instruction and inputs as natural messages, the completion is
+            the fused answer; the default for text and scalar outputs), ``structured`` (JSON with a
+            comparison field, for structured outputs), or ``auto`` (plain when the outputs allow it).
+        compare: with plain prompts, first ask for a comparison of the candidates (a separate call),
+            then fuse with it in view (the paper's compare -> fuse). Structured prompts always compare.
+        language: the language the answer must be in, when the task does not say (e.g. ``German``).
+        use_schema: structured prompts only: constrained JSON decoding.
+        retries: fresh attempts after an unusable output, before falling back.
         context_window: the fusor's context in tokens (default: the LM's endpoint's, if known);
             when the candidates do not fit, ``context_policy`` applies before the call.
         context_policy: ``trim`` every candidate to an equal share, or ``drop_longest`` first.
+
+    The fused answer's token budget is never below what the candidates used: the call's
+    ``max_tokens`` is raised to the longest candidate's completion (plus the comparison's share in
+    structured prompts). An answer cut by ``max_tokens`` is recorded as ``truncated``.
     """
 
     def __init__(
@@ -77,6 +99,9 @@ class Fusor(dspy.Module):
         instruction: str | None = None,
         seed: int = 0,
         fenced: bool = True,
+        format: FusorFormat = "auto",
+        compare: bool = False,
+        language: str | None = None,
         use_schema: bool = True,
         retries: int = 1,
         context_window: int | None = None,
@@ -85,11 +110,25 @@ class Fusor(dspy.Module):
         super().__init__()
         if context_policy not in ("trim", "drop_longest"):
             raise ConfigurationError(f"context_policy must be 'trim' or 'drop_longest', got {context_policy!r}")
+        if format not in ("auto", "plain", "structured"):
+            raise ConfigurationError(f"format must be 'auto', 'plain' or 'structured', got {format!r}")
+        if format == "plain" and not suits_plain(task_signature):
+            raise ConfigurationError(
+                f"format='plain' needs text or scalar output fields; {task_signature.__name__} has "
+                f"{', '.join(f'{n}: {i.annotation}' for n, i in task_signature.output_fields.items())}"
+            )
         self.task_signature = task_signature
-        self.fuse = dspy.Predict(fusion_signature(task_signature, instruction))
+        self.plain = format == "plain" or (format == "auto" and suits_plain(task_signature))
+        if self.plain:
+            self.fuse = dspy.Predict(plain_fusion_signature(task_signature, instruction, with_comparison=compare))
+            self.compare = dspy.Predict(comparison_signature(task_signature)) if compare else None
+        else:
+            self.fuse = dspy.Predict(fusion_signature(task_signature, instruction))
+            self.compare = None
         self.lm = lm
         self.seed = seed
         self.fenced = fenced
+        self.language = language
         self.use_schema = use_schema
         self.retries = retries
         self.context_window = context_window
@@ -99,8 +138,17 @@ class Fusor(dspy.Module):
     def instruction(self) -> str:
         return self.fuse.signature.instructions
 
-    def forward(self, candidates: CandidateSet, fallback_scores: dict[int, float | None] | None = None) -> Fusion:  # type: ignore[override]
-        """Fuse ``candidates``; ``fallback_scores`` (e.g. Best-of-N's) pick the fallback candidate."""
+    @property
+    def format(self) -> str:
+        return "plain" if self.plain else "structured"
+
+    def forward(  # type: ignore[override]
+        self, candidates: CandidateSet, fallback_scores: dict[int, float | None] | None = None, language: str | None = None
+    ) -> Fusion:
+        """Fuse ``candidates``; ``fallback_scores`` (e.g. Best-of-N's) pick the fallback candidate.
+
+        ``language`` (a name or code) overrides the fusor's default output language for this call.
+        """
         lm = self.lm or dspy.settings.lm
         if lm is None:
             raise ConfigurationError("no fusor LM: pass fusor=... or dspy.configure(lm=...)")
@@ -109,7 +157,7 @@ class Fusor(dspy.Module):
             raise AggregationError("no successful candidate to fuse")
         order = shuffled_order(candidates, self.seed)
         shown = [ok[i] for i in order]
-        max_tokens = (getattr(lm, "kwargs", {}) or {}).get("max_tokens") or 1024
+        max_tokens = self._budget(lm, shown)
         try:
             shown, trimmed = self._fit_context(candidates, shown, lm, max_tokens)
         except AggregationError as exc:  # nothing can be sent that fits: no request, a recorded fallback
@@ -117,27 +165,44 @@ class Fusor(dspy.Module):
             reason = f"context overflow, no fusor call ({exc}); returned the {how} candidate"
             logger.warning(reason)
             return Fusion(dict(chosen.outputs), "", tuple(c.index for c in shown), Usage(), reason, None, {"policy": self.context_policy, "overflow": str(exc)})
-        text = format_candidates(shown, candidates.output_fields, fenced=self.fenced)
+        text = self._candidates_text(shown, candidates.output_fields)
         inputs = {k: v for k, v in candidates.inputs.items() if k in self.fuse.signature.input_fields}
-        limits = field_char_limits(self.fuse.signature, max_tokens, short_fields={COMPARISON_FIELD: 0.3})
+        signature = self._call_signature(candidates.inputs, language)
 
         started = time.perf_counter()
         error = None
         raw = None
+        comparison = ""
         with dspy.track_usage() as tracker:
+            calls = 0
             for attempt in range(1 + self.retries):
-                adapter = SchemaAdapter(limits, optional=(COMPARISON_FIELD, "reasoning"), use_schema=self.use_schema)
-                attempt_lm = lm if attempt == 0 else lm.copy(rollout_id=attempt, temperature=max(0.3, lm.kwargs.get("temperature") or 0.0))
+                # a private copy per attempt: its history (finish reason, raw text) is this call's alone
+                attempt_lm = lm.copy(max_tokens=max_tokens) if attempt == 0 else lm.copy(
+                    rollout_id=attempt, max_tokens=max_tokens, temperature=max(0.3, lm.kwargs.get("temperature") or 0.0))  # fmt: skip
                 try:
+                    extra: dict[str, Any] = {}
+                    if self.compare is not None and not comparison:
+                        calls += 1
+                        comparison = self._compare(attempt_lm, inputs, text)
+                        extra[COMPARISON_FIELD] = comparison
+                    elif self.compare is not None:
+                        extra[COMPARISON_FIELD] = comparison
+                    adapter = self._adapter(lm)
+                    calls += 1
                     with dspy.context(lm=attempt_lm, adapter=adapter):
-                        pred = self.fuse(**inputs, **{CANDIDATES_FIELD: text})
+                        pred = self.fuse(**inputs, **extra, **{CANDIDATES_FIELD: text}, signature=signature)
                     outputs = {f: pred.get(f) for f in candidates.output_fields}
                     if all(v in (None, "") for v in outputs.values()):
                         raise ValueError("the fusor returned empty output fields")
-                    if adapter.last_parse == "lenient":
+                    if getattr(adapter, "last_parse", "adapter") == "lenient":
                         raw = _last_text(attempt_lm)
-                    usage = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=time.perf_counter() - started, calls=attempt + 1)
-                    return Fusion(outputs, str(pred.get(COMPARISON_FIELD) or ""), tuple(c.index for c in shown), usage, None, raw, trimmed)
+                    if not self.plain:
+                        comparison = str(pred.get(COMPARISON_FIELD) or "")
+                    truncated = _finish_reason(attempt_lm) == "length"
+                    if truncated:
+                        logger.info("fused answer hit max_tokens=%d (recorded as truncated)", max_tokens)
+                    usage = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=time.perf_counter() - started, calls=calls)
+                    return Fusion(outputs, comparison, tuple(c.index for c in shown), usage, None, raw, trimmed, truncated, max_tokens)
                 except Exception as exc:  # noqa: BLE001 - bad fusor output: retry, then fall back
                     error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
                     if is_endpoint_failure(exc):  # a dead server is not bad output: never hide it behind a fallback
@@ -145,11 +210,60 @@ class Fusor(dspy.Module):
                                             api_base=getattr(lm, "kwargs", {}).get("api_base")) from exc  # fmt: skip
                     raw = _last_text(attempt_lm) or raw
                     logger.info("fusion attempt %d failed: %s", attempt + 1, error)
-            usage = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=time.perf_counter() - started, calls=1 + self.retries)
+            usage = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=time.perf_counter() - started, calls=calls)
         chosen, how = _fallback_candidate(shown, fallback_scores)
         reason = f"fusor output unusable after {1 + self.retries} attempts ({error}); returned the {how} candidate"
         logger.warning(reason)
-        return Fusion(dict(chosen.outputs), "", tuple(c.index for c in shown), usage, reason, raw, trimmed)
+        return Fusion(dict(chosen.outputs), comparison, tuple(c.index for c in shown), usage, reason, raw, trimmed, False, max_tokens)
+
+    def _adapter(self, lm: Any) -> Any:
+        if self.plain:
+            return PlainAdapter()
+        # only the comparison is bounded (so it cannot eat the answer's budget); the task's fields run free
+        limits = field_char_limits(self.fuse.signature, _max_tokens(lm), short_fields={COMPARISON_FIELD: 0.3})
+        return SchemaAdapter({COMPARISON_FIELD: limits[COMPARISON_FIELD]}, optional=(COMPARISON_FIELD, "reasoning"), use_schema=self.use_schema)
+
+    def _compare(self, lm: Any, inputs: dict[str, Any], text: str) -> str:
+        with dspy.context(lm=lm, adapter=PlainAdapter()):
+            pred = self.compare(**inputs, **{CANDIDATES_FIELD: text})
+        return str(pred.get(COMPARISON_FIELD) or "").strip()
+
+    def _call_signature(self, inputs: dict[str, Any], language: str | None) -> type[dspy.Signature]:
+        """The fusion signature with the task's own instruction and the output language appended.
+
+        The paper's prompt carries the task's instruction and the language; a user's or optimizer's
+        instruction replaces only the fusion part, so the task's own always reaches the fusor.
+        """
+        parts = [self.fuse.signature.instructions]
+        own = task_instruction(self.task_signature)
+        if own:
+            parts.append(f"The task's own instructions, which your answer must follow: {own}")
+        lang = language or self.language or _target_language(inputs)
+        if lang:
+            parts.append(f"Write the answer in {describe_language(lang)}.")
+        return self.fuse.signature.with_instructions("\n\n".join(parts))
+
+    def _candidates_text(self, shown: list[Candidate], output_fields: tuple[str, ...]) -> str:
+        if not self.plain:
+            return format_candidates(shown, output_fields, fenced=self.fenced)
+        # the candidates as the fused answer must be written (plain text, ``Answer:`` lines), so the
+        # fusor sees in the drafts the very format it has to produce
+        rendered = [render_outputs(self.task_signature, c.outputs) for c in shown]
+        return _number(rendered, fenced=self.fenced)
+
+    def _budget(self, lm: Any, shown: list[Candidate]) -> int:
+        """``max_tokens`` for the fusor call: the LM's, raised to what the longest candidate used."""
+        own = _max_tokens(lm)
+        longest = max((c.usage.completion_tokens for c in shown), default=0)
+        if not longest:  # no usage reported: estimate from the text
+            longest = max((_tokens(render_fields(c.outputs)) for c in shown), default=0)
+        need = int(longest * 1.1) + 16
+        if not self.plain:
+            need = int(need / 0.7)  # the comparison's 30% share comes on top of the answer
+        window = self.context_window or getattr(lm, "fd_context_window", None)
+        if window:  # candidates that crowd the window get trimmed; the answer gets no more than one's share
+            need = min(need, window // (len(shown) + 1))
+        return max(own, need)
 
     def _fit_context(self, cset: CandidateSet, shown: list[Candidate], lm: Any, max_tokens: int):
         """Apply the context policy when the candidates cannot fit the fusor's context window."""
@@ -206,6 +320,37 @@ def _fallback_candidate(shown: list[Candidate], scores: dict[int, float | None] 
             best = max(s for s, _, _ in scored)
             return min((i, c) for s, i, c in scored if s == best)[1], "best-scored"
     return min(shown, key=lambda c: c.index), "first"
+
+
+def _max_tokens(lm: Any) -> int:
+    return int((getattr(lm, "kwargs", {}) or {}).get("max_tokens") or 1024)
+
+
+def _target_language(inputs: dict[str, Any]) -> str | None:
+    """The output language a task states in its inputs (WMT's ``target_language``), if any."""
+    for key in ("target_language", "output_language", "language"):
+        value = inputs.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def describe_language(language: str) -> str:
+    """``German`` stays; a bare code becomes ``the language with code 'de'`` (no lookup tables needed)."""
+    lang = language.strip()
+    return f"the language with code {lang!r}" if _LANGUAGE_CODE.match(lang) else lang
+
+
+_LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
+
+
+def _finish_reason(lm: Any) -> str | None:
+    try:
+        response = lm.history[-1]["response"]
+        choice = response.choices[0]
+        return choice.get("finish_reason") if isinstance(choice, dict) else getattr(choice, "finish_reason", None)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
 
 
 def _last_text(lm: Any) -> str | None:

@@ -48,11 +48,13 @@ class Aggregators:
         fusor: fuses (needed for ``fusion``).
         scorer: scores for ``bon`` (an LLMRater or RewardModelScorer).
         task: gives the metric (``oracle``), the answer field and normaliser (``majority``).
+        seed: seeds Best-of-N's scoring order and tie-breaking draw.
     """
 
     fusor: Fusor | None = None
     scorer: Scorer | None = None
     task: Task | None = None
+    seed: int = 0
 
     def run(self, cset: CandidateSet, methods: Sequence[str], example: Any = None) -> dict[str, dict[str, Any]]:
         """Apply each aggregation method in ``methods`` (``greedy`` is skipped) to ``cset``."""
@@ -65,14 +67,14 @@ class Aggregators:
             if method == "bon":
                 if self.scorer is None:
                     raise ConfigurationError("method 'bon' needs a scorer (rater LM or reward model)")
-                sel = select_best(cset, self.scorer)
+                sel = select_best(cset, self.scorer, seed=self.seed)
                 bon_scores = sel.scores
                 results[method] = _selection_result(sel, cset)
             elif method == "oracle":
                 if self.task is None or example is None:
                     raise ConfigurationError("method 'oracle' needs the task and the gold example")
                 metric, ex = self.task.metric, example
-                sel = select_best(cset, CallableScorer(lambda _inputs, pred, metric=metric, ex=ex: metric(ex, pred), name="oracle"), method="oracle")
+                sel = select_best(cset, CallableScorer(lambda _inputs, pred, metric=metric, ex=ex: metric(ex, pred), name="oracle"), method="oracle", seed=self.seed)
                 results[method] = _selection_result(sel, cset)
             elif method == "majority":
                 if self.task is None or self.task.normalize is None:
@@ -82,7 +84,8 @@ class Aggregators:
             elif method == "fusion":
                 if self.fusor is None:
                     raise ConfigurationError("method 'fusion' needs a fusor")
-                fusion = self.fusor(candidates=cset, fallback_scores=bon_scores)
+                language = _example_language(example)
+                fusion = self.fusor(candidates=cset, fallback_scores=bon_scores, language=language)
                 results[method] = {
                     "outputs": fusion.outputs,
                     "fallback": fusion.fallback,
@@ -93,6 +96,14 @@ class Aggregators:
                 raise ConfigurationError(f"unknown method {method!r}; valid methods: {', '.join(ALL_METHODS)}")
             results[method]["seconds"] = round(time.perf_counter() - started, 4)
         return results
+
+
+def _example_language(example: Any) -> str | None:
+    """An example's ``language`` (a code such as ``de``; pairs such as ``en-de_DE`` give the target)."""
+    language = getattr(example, "language", None) if example is not None else None
+    if not isinstance(language, str) or not language.strip() or language == "-":
+        return None
+    return language.split("-", 1)[1] if "-" in language and "_" in language else language
 
 
 def _selection_result(sel, cset: CandidateSet) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import dspy
 
 from fusion_dspy.errors import ConfigurationError
-from fusion_dspy.fuse import ContextPolicy, Fusor
+from fusion_dspy.fuse import ContextPolicy, Fusor, FusorFormat
 from fusion_dspy.sampling import Strategy, normalize_pool, output_fields_of, sample_candidates, task_signature
 from fusion_dspy.select.best_of_n import as_scorer, select_best
 from fusion_dspy.types import CandidateSet, Usage
@@ -86,12 +86,17 @@ class FusionOfN(_Sampled):
     Args:
         program: any DSPy program; its output fields are the fused prediction's fields.
         n: samples of one LM (ignored with ``pool``).
-        fusor: the fusor LM (default: ``dspy.settings.lm`` at call time).
+        fusor: the fusor LM (default: ``dspy.settings.lm`` at call time), or a configured
+            :class:`~fusion_dspy.fuse.Fusor` (then the fusor keywords below are not used).
         pool: teachers (``{name: LM}``, list of LMs, or a Pool); each gives ``samples_per_model``.
         lm: the LM sampled ``n`` times (default: ``dspy.settings.lm``).
         instruction: replaces the default fusion instruction.
         seed: seeds the shuffling of candidates shown to the fusor.
         fenced: fence candidates as data (prompt-injection guard).
+        format: the fusor's prompts: ``auto`` (plain for text and scalar outputs, else structured),
+            ``plain`` or ``structured`` (see :class:`~fusion_dspy.fuse.Fusor`).
+        compare: ask the fusor for a comparison of the candidates first (a separate call).
+        language: the language of the answer, when the task does not state it.
 
     The prediction carries ``candidates`` (CandidateSet), ``fusion`` (Fusion: comparison, shown
     order, fallback), ``fallback`` (None when the fusor's own answer was used) and ``usage``.
@@ -115,6 +120,9 @@ class FusionOfN(_Sampled):
         instruction: str | None = None,
         seed: int = 0,
         fenced: bool = True,
+        format: FusorFormat = "auto",
+        compare: bool = False,
+        language: str | None = None,
         use_schema: bool = True,
         strategy: Strategy = "auto",
         max_workers: int = 4,
@@ -123,11 +131,15 @@ class FusionOfN(_Sampled):
         context_policy: ContextPolicy = "trim",
     ):
         super().__init__(program, n, lm, pool, samples_per_model, temperature, strategy, max_workers, dedupe)
+        if isinstance(fusor, Fusor):
+            self.fusor = fusor
+            return
         if fusor is not None and not isinstance(fusor, dspy.BaseLM):
-            raise ConfigurationError(f"fusor must be a dspy LM, got {type(fusor).__name__}")
+            raise ConfigurationError(f"fusor must be a dspy LM or a Fusor, got {type(fusor).__name__}")
         self.fusor = Fusor(
-            task_signature(program), lm=fusor, instruction=instruction, seed=seed, fenced=fenced,
-            use_schema=use_schema, context_window=context_window, context_policy=context_policy,
+            task_signature(program), lm=fusor, instruction=instruction, seed=seed, fenced=fenced, format=format,
+            compare=compare, language=language, use_schema=use_schema, context_window=context_window,
+            context_policy=context_policy,
         )  # fmt: skip
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
@@ -153,7 +165,8 @@ class BestOfN(_Sampled):
         scorer: an :class:`~fusion_dspy.select.LLMRater`, a
             :class:`~fusion_dspy.select.RewardModelScorer`, or any callable
             ``scorer(inputs: dict, prediction) -> float`` (DSPy's ``reward_fn`` convention).
-        Other arguments as in :class:`FusionOfN`. Ties go to the earliest candidate.
+        seed: seeds the scoring order and the draw that breaks ties (never the first candidate by default).
+        Other arguments as in :class:`FusionOfN`.
 
     The prediction carries ``candidates``, ``selection`` (index, scores), ``fallback`` and ``usage``.
     """
@@ -171,8 +184,10 @@ class BestOfN(_Sampled):
         strategy: Strategy = "auto",
         max_workers: int = 4,
         dedupe: bool = False,
+        seed: int = 0,
     ):
         super().__init__(program, n, lm, pool, samples_per_model, temperature, strategy, max_workers, dedupe)
+        self.seed = seed
         if scorer is None:
             raise ConfigurationError("BestOfN needs a scorer: an LLMRater, a RewardModelScorer or a callable")
         self.scorer = as_scorer(scorer)
@@ -182,7 +197,7 @@ class BestOfN(_Sampled):
 
     def aggregate(self, cset: CandidateSet) -> dspy.Prediction:
         """Select from an existing candidate set."""
-        selection = select_best(cset, self.scorer)
+        selection = select_best(cset, self.scorer, seed=self.seed)
         self._account(cset.usage, selection.usage)
         return dspy.Prediction(
             **selection.outputs, candidates=cset, selection=selection, fallback=selection.fallback,

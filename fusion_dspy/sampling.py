@@ -23,6 +23,7 @@ from fusion_dspy.endpoints import lm_name
 from fusion_dspy.errors import ConfigurationError, EndpointSamplingError, SamplingError, is_endpoint_failure
 from fusion_dspy.fanout import fan_out
 from fusion_dspy.parsing import lenient_parse
+from fusion_dspy.plain_adapter import PlainAdapter
 from fusion_dspy.types import Candidate, CandidateSet, Usage
 
 logger = logging.getLogger(__name__)
@@ -183,6 +184,16 @@ def sample_candidates(
     return cset
 
 
+def default_adapter() -> Any:
+    """The adapter candidates are sampled with: the one configured in DSPy, else :class:`PlainAdapter`.
+
+    Plain prompts (the task's instruction and inputs as natural messages, the completion as the
+    answer) are what chat models are trained on; small models copy DSPy's field framing into their
+    answers. Signatures with structured outputs fall through to DSPy's ``ChatAdapter``.
+    """
+    return dspy.settings.adapter or PlainAdapter()
+
+
 def _draw(program: Any, inputs: dict[str, Any], d: _Draw, strategy: Strategy, max_workers: int, offset: int) -> list[Candidate]:
     predictor = single_predictor(program)
     if predictor is not None and strategy in ("auto", "n") and d.k > 1:
@@ -197,7 +208,7 @@ def _draw(program: Any, inputs: dict[str, Any], d: _Draw, strategy: Strategy, ma
 
 def _draw_with_n(predictor: dspy.Predict, inputs: dict[str, Any], d: _Draw, offset: int) -> list[Candidate]:
     """One request with ``n=k``; each choice parsed on its own."""
-    adapter = dspy.settings.adapter or dspy.ChatAdapter()
+    adapter = default_adapter()
     signature = predictor.signature
     lm = d.lm.copy(rollout_id=offset, temperature=d.temperature) if offset else d.lm
     started = time.perf_counter()
@@ -237,7 +248,7 @@ def _draw_separately(program, inputs, d: _Draw, indices, strategy: Strategy, max
     def one(i: int) -> Candidate:
         lm = d.lm.copy(rollout_id=offset + i, temperature=d.temperature)
         started = time.perf_counter()
-        with dspy.track_usage() as tracker, dspy.context(lm=lm):
+        with dspy.track_usage() as tracker, dspy.context(lm=lm, adapter=default_adapter()):
             try:
                 pred = program(**inputs)
             except Exception as exc:  # noqa: BLE001 - recorded per candidate

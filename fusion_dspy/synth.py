@@ -475,10 +475,8 @@ def build_setup(
     teachers = pool.teacher_lms(temperature=t, max_tokens=max_tokens)
     fusor = scorer = None
     fusor_ep = pool.endpoints[pool.fusor_name]
-    # the fusor writes a comparison before the answer; give it room for both
-    fusor_tokens = 2 * max_tokens
-    if "fusion" in methods:
-        fusor = Fusor(program.signature, lm=fusor_ep.lm(temperature=0.0, max_tokens=fusor_tokens), instruction=fusion_instruction, seed=seed)
+    if "fusion" in methods:  # the Fusor raises its budget to what the candidates used (and a comparison's share)
+        fusor = Fusor(program.signature, lm=fusor_ep.lm(temperature=0.0, max_tokens=max_tokens), instruction=fusion_instruction, seed=seed)
     scorer_desc = None
     if "bon" in methods:
         if pool.reward_model is not None:
@@ -495,14 +493,14 @@ def build_setup(
         "temperature": t,
         "max_tokens": max_tokens,
         "methods": list(methods),
-        "fusor": {"name": fusor_ep.name, "model": fusor_ep.model, "max_tokens": fusor_tokens} if fusor else None,
+        "fusor": {"name": fusor_ep.name, "model": fusor_ep.model, "max_tokens": max_tokens, "format": fusor.format} if fusor else None,
         "scorer": scorer_desc,
         "filters": filters.to_config(),
         "instruction": _hash(instruction),
         "fusion_instruction": _hash(fusor.instruction) if fusor else None,
         "seed": seed,
     }
-    return _Setup(program, teachers, k, t, methods, Aggregators(fusor=fusor, scorer=scorer), filters, config, Counter())
+    return _Setup(program, teachers, k, t, methods, Aggregators(fusor=fusor, scorer=scorer, seed=seed), filters, config, Counter())
 
 
 def synthesize_one(setup: _Setup, prompt: Prompt, *, attempt: int = 0) -> dict[str, Any]:

@@ -5,6 +5,8 @@ Small frozen dataclasses with ``to_dict`` so records can be written as JSON line
 
 from __future__ import annotations
 
+import hashlib
+import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -114,6 +116,11 @@ class CandidateSet:
     def failed(self) -> tuple[Candidate, ...]:
         return tuple(c for c in self.candidates if not c.ok)
 
+    def rng(self, seed: int, purpose: str = "") -> random.Random:
+        """A random generator seeded by ``seed`` and these inputs (reproducible, differs per example)."""
+        key = f"{seed}|{sorted(self.inputs.items())!r}" + (f"|{purpose}" if purpose else "")
+        return random.Random(hashlib.sha256(key.encode()).hexdigest())
+
     def first(self, k: int) -> CandidateSet:
         """The first ``k`` candidates (for scaling curves: a smaller N reuses a larger pool)."""
         kept = self.candidates[:k]
@@ -194,6 +201,8 @@ class Fusion:
         order: ``Candidate.index`` of the candidates in the order they were shown to the fusor.
         fallback: why the fused answer is not the fusor's own (None when it is).
         trimmed: how candidates were shortened to fit the fusor's context, if they were.
+        truncated: the fused answer stopped at ``max_tokens`` (it may be cut off).
+        max_tokens: the completion budget of the fusor call (at least what the candidates used).
     """
 
     outputs: dict[str, Any]
@@ -203,6 +212,8 @@ class Fusion:
     fallback: str | None = None
     raw: str | None = None
     trimmed: dict[str, Any] | None = None
+    truncated: bool = False
+    max_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -213,6 +224,8 @@ class Fusion:
             "fallback": self.fallback,
             "raw": self.raw,
             "trimmed": self.trimmed,
+            "truncated": self.truncated,
+            "max_tokens": self.max_tokens,
         }
 
 

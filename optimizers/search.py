@@ -350,12 +350,12 @@ class SearchContext:
         if config.method == "fusion" and name is not None:
             if name not in self._fusors:
                 self._fusors[name] = Fusor(self.signature, lm=self.models.aggregator(name), seed=self.seed)
-            return Aggregators(fusor=self._fusors[name], task=self.task)
+            return Aggregators(fusor=self._fusors[name], task=self.task, seed=self.seed)
         if config.method == "bon" and name is not None:
             if name not in self._raters:
                 self._raters[name] = LLMRater(lm=self.models.aggregator(name))
-            return Aggregators(scorer=self._raters[name], task=self.task)
-        return Aggregators(task=self.task)
+            return Aggregators(scorer=self._raters[name], task=self.task, seed=self.seed)
+        return Aggregators(task=self.task, seed=self.seed)
 
 
 def _evaluate_example(ctx: SearchContext, config: TrialConfig, example: Any) -> tuple[float, int, Usage, Usage, bool, bool]:

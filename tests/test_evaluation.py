@@ -69,7 +69,8 @@ def _sampling_requests(srv, n=None):
     """Chat requests that sample the task program (n>1 requests, or temperature 0.7)."""
     out = []
     for body in srv.requests:
-        if "[[ ## question ## ]]" not in json.dumps(body.get("messages")) or "candidates" in json.dumps(body.get("messages")):
+        text = json.dumps(body.get("messages"))
+        if "<candidate" in text or "<response>" in text or body.get("response_format") or not body.get("messages"):
             continue
         if body.get("temperature") == 0.7 and (n is None or int(body.get("n") or 1) == n):
             out.append(body)
@@ -333,3 +334,21 @@ def test_arena_without_references_needs_greedy_among_the_methods(tmp_path):
     refs = tmp_path / "refs.jsonl"
     refs.write_text('{"uid": "807ddb4c42a7432b", "answer": "x"}\n{"uid": "74379ac8ceed44c0", "answer": "y"}\n', encoding="utf-8")
     assert prepare(arena.make_task(references=refs), data, methods="bon,fusion").methods == ("bon", "fusion")
+
+
+def test_summary_reports_length_against_the_candidates_and_framing(tmp_path):
+    """What a user reads: each method's answer length over its candidates', and answers with prompt framing."""
+    cands = [{"index": i, "model": "m", "sample": i, "outputs": {"answer": "x" * 100}, "error": None} for i in range(3)]
+    rec = {
+        "id": "a", "example_id": "a", "language": "en", "n_max": 3,
+        "candidates": {"inputs": {"question": "q"}, "output_fields": ["answer"], "candidates": cands},
+        "methods": {
+            "fusion": {"outputs": {"answer": "{answer}"}, "score": 0.0, "usage": {}},
+            "bon": {"outputs": {"answer": "y" * 150}, "score": 1.0, "usage": {}},
+        },
+    }  # fmt: skip
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps(rec) + "\n", encoding="utf-8")
+    rows = {r["method"]: r for r in summarize(path)["rows"] if r["language"] == "all"}
+    assert rows["fusion"]["framed"] == 1 and rows["fusion"]["length_ratio"] == pytest.approx(0.08)
+    assert rows["bon"]["framed"] == 0 and rows["bon"]["length_ratio"] == pytest.approx(1.5)

@@ -16,10 +16,15 @@ from tests.fakes.openai_server import FakeOpenAIServer, chat_adapter_reply
 
 
 def fusion_reply(body, i):
-    """Candidates via the ChatAdapter; the fusor (asked for JSON) fuses into 'fused'."""
+    """Candidates echo the prompt; the plain fusor writes 'fused' (and 'Answer: fused'), the compare step 'cmp'."""
     if body.get("response_format"):
         props = body["response_format"]["json_schema"]["schema"]["properties"]
         return json.dumps({k: ("fused" if k != "comparison" else "cmp") for k in props})
+    system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
+    if "Compare the drafts" in system:
+        return "cmp"
+    if "<candidate" in body["messages"][-1]["content"]:
+        return "fused" + ("\n\nAnswer: fused" if '"Answer:"' in system else "")
     return chat_adapter_reply(body, i)
 
 
@@ -36,12 +41,12 @@ def _lm(server):
 def test_fusion_of_n_returns_the_wrapped_fields_and_details(server):
     lm = _lm(server)
     program = dspy.ChainOfThought("question -> answer")
-    pred = fd.FusionOfN(program, n=3, fusor=lm, lm=lm)(question="Why?")
+    pred = fd.FusionOfN(program, n=3, fusor=lm, lm=lm, compare=True)(question="Why?")
     assert pred.answer == "fused" and pred.reasoning == "fused"
     assert pred.fallback is None and len(pred.candidates.candidates) == 3
     assert sorted(pred.fusion.order) == [0, 1, 2] and pred.fusion.comparison == "cmp"
     assert set(pred.usage) == {"sampling", "aggregation", "total"}
-    assert pred.usage["total"]["calls"] == 2
+    assert pred.usage["total"]["calls"] == 3  # one n=3 request, the comparison, the fusion
 
 
 def test_only_the_fusor_is_trainable_and_save_load_keeps_the_instruction(tmp_path, server):
@@ -83,13 +88,19 @@ def test_acall(server):
     assert pred.answer == "fused"
 
 
-def test_best_of_n_with_callable_scorer_and_deterministic_ties(server):
+def test_best_of_n_with_callable_scorer_and_seeded_ties(server):
     lm = _lm(server)
     module = fd.BestOfN(dspy.Predict("question -> answer"), n=3, scorer=lambda inputs, pred: float("#2" in pred.answer), lm=lm)
     pred = module(question="pick")
     assert pred.answer.endswith("#2") and pred.selection.index == 2
-    tie = fd.BestOfN(dspy.Predict("question -> answer"), n=3, scorer=lambda inputs, pred: 1.0, lm=lm)(question="tie")
-    assert tie.selection.index == 0
+    winners = set()
+    for seed in range(8):
+        tie = fd.BestOfN(dspy.Predict("question -> answer"), n=3, scorer=lambda inputs, pred: 1.0, lm=lm, seed=seed)(question="tie")
+        again = fd.BestOfN(dspy.Predict("question -> answer"), n=3, scorer=lambda inputs, pred: 1.0, lm=lm, seed=seed)(question="tie")
+        assert tie.selection.index == again.selection.index  # seeded: reproducible
+        assert tie.selection.details["tie"] == {"between": [0, 1, 2], "drawn": tie.selection.index}
+        winners.add(tie.selection.index)
+    assert len(winners) > 1  # not always the first candidate
 
 
 def test_dspy_optimizer_tunes_only_the_fusor():

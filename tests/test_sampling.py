@@ -11,7 +11,7 @@ import pytest
 from fusion_dspy.endpoints import Endpoint
 from fusion_dspy.errors import ConfigurationError, SamplingError
 from fusion_dspy.sampling import sample_candidates
-from tests.fakes.openai_server import FakeOpenAIServer, chat_adapter_reply
+from tests.fakes.openai_server import FakeOpenAIServer
 
 
 def _lm(server, name="fake", **kw):
@@ -93,19 +93,42 @@ def test_general_module_runs_n_times_with_distinct_rollouts():
 
 def test_failed_candidate_is_recorded_and_skipped():
     def reply(body, i):
-        if i == 1:
-            return "nonsense without fields"
-        return chat_adapter_reply(body, i)
+        return "nonsense without digits" if i == 1 else f"{40 + i}"
 
     with FakeOpenAIServer(reply=reply) as server:
-        cset = sample_candidates(dspy.Predict("question -> reasoning, answer: int"), {"question": "q"}, lm=_lm(server), n=3)
+        cset = sample_candidates(dspy.Predict("question -> answer: int"), {"question": "q"}, lm=_lm(server), n=3)
     assert [c.ok for c in cset.candidates] == [True, False, True]
+    assert [c.outputs.get("answer") for c in cset.candidates] == [40, None, 42]
     bad = cset.candidates[1]
-    assert "unparseable" in bad.error and bad.raw == "nonsense without fields"
+    assert "unparseable" in bad.error and bad.raw == "nonsense without digits"
     assert len(cset.ok) == 2
 
 
-def test_single_field_output_is_salvaged_leniently():
+def test_a_missing_answer_line_keeps_the_text_as_the_answer():
+    def reply(body, i):
+        return "some thinking" if i == 1 else f"thinking {i}\n\nAnswer: {i}"
+
+    with FakeOpenAIServer(reply=reply) as server:
+        cset = sample_candidates(dspy.Predict("question -> reasoning, answer"), {"question": "q"}, lm=_lm(server), n=3)
+    assert [c.outputs for c in cset.candidates] == [
+        {"reasoning": "thinking 0", "answer": "0"},
+        {"reasoning": "", "answer": "some thinking"},
+        {"reasoning": "thinking 2", "answer": "2"},
+    ]
+    assert [c.parse for c in cset.candidates] == ["adapter", "lenient", "adapter"]
+
+
+def test_a_plain_completion_is_the_answer():
+    with FakeOpenAIServer(reply="just a plain answer") as server:
+        cset = sample_candidates(dspy.Predict("prompt -> response"), {"prompt": "q"}, lm=_lm(server), n=2)
+        sent = server.requests[-1]["messages"]
+    assert [c.parse for c in cset.candidates] == ["adapter", "adapter"]
+    assert cset.candidates[0].outputs["response"] == "just a plain answer"
+    assert sent == [{"role": "user", "content": "q"}]  # the user's prompt as the only message
+
+
+def test_single_field_output_is_salvaged_leniently_under_a_configured_chat_adapter():
+    dspy.configure(adapter=dspy.ChatAdapter())
     with FakeOpenAIServer(reply="just a plain answer") as server:
         cset = sample_candidates(dspy.Predict("prompt -> response"), {"prompt": "q"}, lm=_lm(server), n=2)
     assert [c.parse for c in cset.candidates] == ["lenient", "lenient"]

@@ -23,24 +23,24 @@ from fusion_dspy.synth import (
     synthesize,
 )
 from fusion_dspy.types import Candidate, CandidateSet
-from tests.fakes.openai_server import FakeOpenAIServer, chat_adapter_reply, output_fields
+from tests.fakes.openai_server import FakeOpenAIServer, chat_adapter_reply
 
 GERMAN = "Heize den Backofen auf zweihundert Grad vor und brate das Steak danach von beiden Seiten kräftig an."
 ENGLISH = "Preheat the oven to two hundred degrees, then sear the steak on both sides until it is nicely browned."
 
 
 def _is_sampling(body: dict) -> bool:
-    system = next((m["content"] for m in body.get("messages", []) if m.get("role") == "system"), "")
-    return [name for name, _ in output_fields(system)] == ["response"]
+    """A teacher's request: the prompt asked plainly (not the fusor's drafts, not a rating)."""
+    text = json.dumps(body.get("messages"))
+    return bool(body.get("messages")) and not body.get("response_format") and "<candidate" not in text and "<response>" not in text
 
 
 def scripted(texts: list[str]):
-    """Teacher samples answer ``texts[choice]`` (ChatAdapter format); the fusor and rater get the default."""
+    """Teacher samples answer ``texts[choice]`` (plain text); the fusor and rater get the default."""
 
     def reply(body: dict, choice: int) -> str:
         if _is_sampling(body):
-            text = texts[choice % len(texts)]
-            return f"[[ ## response ## ]]\n{text}\n\n[[ ## completed ## ]]" if text else ""
+            return texts[choice % len(texts)]
         return chat_adapter_reply(body, choice)
 
     return reply
@@ -226,7 +226,8 @@ def test_reward_model_scores_bon(tmp_path):
     assert row["config"]["scorer"]["kind"] == "reward_model"
     scores = json.loads(row["best_of_n"]["scores"])
     assert len(scores) == 3 and all(v is not None for v in scores.values())
-    assert row["best_of_n"]["index"] == int(max(scores, key=lambda i: (scores[i], -int(i))))
+    best = max(scores.values())
+    assert scores[str(row["best_of_n"]["index"])] == best  # ties between equal rewards are a seeded draw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,8 +303,8 @@ def test_rows_load_with_datasets_and_export_parquet(tmp_path, methods):
         system = next((m["content"] for m in body.get("messages", []) if m.get("role") == "system"), "")
         text = json.dumps(body.get("messages"))
         if _is_sampling(body):
-            return "" if "broken" in text and choice == 1 else f"[[ ## response ## ]]\n{ENGLISH} {choice}\n\n[[ ## completed ## ]]"
-        if "comparison" in system and "fallback please" in text:
+            return "" if "broken" in text and choice == 1 else f"{ENGLISH} {choice}"
+        if "<candidate" in text and "fallback please" in text:
             return ""  # the fusor returns nothing usable: fallback to a candidate
         if "score" in system and "fallback please" in text:
             return ""  # the rater fails: no scores, Best-of-N falls back

@@ -25,14 +25,21 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
-def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 200, seed: int = 0) -> dict[str, Any]:
-    """Sample N candidates for ``prompt``, select with the LLM rater, fuse with the fusor; return a report."""
+def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 384, seed: int = 0, compare: bool = False) -> dict[str, Any]:
+    """Sample N candidates for ``prompt``, select with the LLM rater, fuse with the fusor; return a report.
+
+    The prompt goes to the model as the only message (plain prompts); the report says how much of
+    the fused answer each candidate supplied (the paper's contribution analysis) and whether it
+    passes the substance checks of :mod:`fusion_dspy.substance`.
+    """
     import dspy
 
+    from fusion_dspy.analysis import contributions
     from fusion_dspy.fuse import Fusor
     from fusion_dspy.methods import Aggregators
     from fusion_dspy.sampling import sample_candidates
     from fusion_dspy.select import LLMRater
+    from fusion_dspy.substance import assess
 
     program = dspy.Predict("prompt -> response")
     started = time.perf_counter()
@@ -46,10 +53,15 @@ def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 200, seed:
     )  # fmt: skip
     fusor_lm = pool.endpoints[pool.fusor_name].lm(max_tokens=max_tokens, temperature=0.0, cache=False)
     rater_lm = pool.endpoints[pool.rater_name].lm(max_tokens=max(96, max_tokens // 2), temperature=0.0, cache=False)
-    aggregators = Aggregators(fusor=Fusor(program.signature, lm=fusor_lm, seed=seed), scorer=LLMRater(rater_lm))
+    fusor = Fusor(program.signature, lm=fusor_lm, seed=seed, compare=compare)
+    aggregators = Aggregators(fusor=fusor, scorer=LLMRater(rater_lm), seed=seed)
     results = aggregators.run(cset, ["bon", "fusion"])
     bon, fusion = results["bon"], results["fusion"]
     selection, fused = bon["selection"], fusion["fusion"]
+    answer = str(fused["outputs"].get("response") or "")
+    texts = {f"candidate {c.index}": str(c.outputs.get("response") or "") for c in cset.ok}
+    shares = contributions(answer, texts) if answer else {}
+    substance = assess(answer, list(texts.values()), fallback=fused["fallback"] is not None)
     return {
         "prompt": prompt,
         "candidates": [
@@ -64,10 +76,15 @@ def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 200, seed:
             "fallback": selection["fallback"],
         },
         "fusion": {
-            "answer": fused["outputs"].get("response"),
+            "answer": answer,
             "comparison": fused["comparison"],
             "order": fused["order"],
             "fallback": fused["fallback"],
+            "truncated": fused["truncated"],
+            "copied_from": {int(k.split()[-1]): round(v, 3) for k, v in shares.items() if k.startswith("candidate ")},
+            "copied_from_several": round(shares.get("multiple", 0.0), 3),
+            "new_text": round(shares.get("unmatched", 0.0), 3),
+            "substance": substance.to_dict(),
         },
         "usage": {
             "sampling": cset.usage.to_dict(),
@@ -82,8 +99,9 @@ def demo(
     prompt: str = typer.Argument(DEFAULT_PROMPT, help="The prompt to answer (default: a built-in one)."),
     n: int = typer.Option(4, "--n", min=1, help="Candidates to sample."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a report."),
-    max_tokens: int = typer.Option(200, "--max-tokens", min=16, help="Completion budget per call."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the candidates' shown order."),
+    max_tokens: int = typer.Option(384, "--max-tokens", min=16, help="Completion budget per call."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the candidates' shown order and of Best-of-N's tie-break."),
+    compare: bool = typer.Option(False, "--compare", help="The fusor compares the candidates first (one more call)."),
     pool: Path | None = POOL_OPTION,
     model: str | None = MODEL_OPTION,
     api_base: str | None = API_BASE_OPTION,
@@ -94,7 +112,7 @@ def demo(
     with open_pool(pool, model, api_base, api_key, model_path) as run_pool:
         if not as_json:
             typer.echo(f"Sampling {n} candidates and aggregating them (endpoints: {', '.join(run_pool.endpoints)}) ...", err=True)
-        report = run_demo(run_pool, prompt, n=n, max_tokens=max_tokens, seed=seed)
+        report = run_demo(run_pool, prompt, n=n, max_tokens=max_tokens, seed=seed, compare=compare)
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
         return
@@ -116,8 +134,21 @@ def _print_report(report: dict[str, Any]) -> None:
     bon = report["best_of_n"]
     console.print(Panel(str(bon["answer"]), title=f"Best-of-N pick: candidate {bon['index']}" + (f" (fallback: {bon['fallback']})" if bon["fallback"] else "")))
     fusion = report["fusion"]
-    console.print(Panel(fusion["comparison"] or "(none)", title=f"fusor's comparison (shown order {fusion['order']})"))
-    console.print(Panel(str(fusion["answer"]), title="Fusion-of-N answer" + (f" (fallback: {fusion['fallback']})" if fusion["fallback"] else "")))
+    if fusion["comparison"]:
+        console.print(Panel(fusion["comparison"], title=f"fusor's comparison (shown order {fusion['order']})"))
+    notes = [f"fallback: {fusion['fallback']}"] if fusion["fallback"] else []
+    if fusion["truncated"]:
+        notes.append("truncated at max_tokens")
+    console.print(Panel(str(fusion["answer"]), title="Fusion-of-N answer" + (f" ({'; '.join(notes)})" if notes else "")))
+    shares = ", ".join(f"candidate {k}: {v:.0%}" for k, v in sorted(fusion["copied_from"].items(), key=lambda kv: int(kv[0])))
+    sub = fusion["substance"]
+    console.print(
+        f"where the fused answer comes from: {shares}; from several at once: {fusion['copied_from_several']:.0%}; "
+        f"new text: {fusion['new_text']:.0%}\n"
+        f"substance: {'substantive' if sub['substantive'] else 'NOT substantive'} ({sub['chars']} characters, "
+        f"{sub['length_ratio']:.2f}x the candidates' median, {sub['copied_share']:.0%} in passages of 12+ characters "
+        f"from the candidates{', framing: ' + ', '.join(sub['framing']) if sub['framing'] else ''})"
+    )
     table = Table(title="usage per stage")
     for col in ("stage", "prompt tokens", "completion tokens", "calls", "seconds"):
         table.add_column(col)

@@ -86,14 +86,15 @@ def print_summary(summary: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"{summary.get('task')}: metric (95% CI), all languages")
-    for col in ("method", "N", "metric", "95% CI", "count", "tokens/ex", "fallbacks", "failed"):
+    for col in ("method", "N", "metric", "95% CI", "count", "tokens/ex", "len/cand", "framing", "fallbacks", "failed"):
         table.add_column(col, justify="left" if col == "method" else "right")
     corpus_names = sorted({k for r in summary["rows"] for k in (r.get("corpus") or {}) if k != "error"})
     for r in summary["rows"]:
         if r["language"] != "all":
             continue
         table.add_row(r["method"], str(r["n"]), _f(r["mean"]), f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]", str(r["count"]),
-                      f"{r['tokens_total']:.0f}", str(r["fallbacks"]), str(r["failed"]))  # fmt: skip
+                      f"{r['tokens_total']:.0f}", _f(r.get("length_ratio"), 2), str(r.get("framed", 0)), str(r["fallbacks"]),
+                      str(r["failed"]))  # fmt: skip
     Console().print(table)
     if corpus_names:
         ct = Table(title="corpus metrics per language")

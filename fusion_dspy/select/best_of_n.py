@@ -1,4 +1,4 @@
-"""Best-of-N: score every candidate of a set, keep the best (ties: the earliest candidate)."""
+"""Best-of-N: score every candidate of a set, keep the best (ties: a seeded draw, not the first)."""
 
 from __future__ import annotations
 
@@ -69,21 +69,32 @@ def as_scorer(scorer: Any) -> Scorer:
     )
 
 
-def select_best(cset: CandidateSet, scorer: Any, *, method: str = "best_of_n") -> Selection:
+def select_best(cset: CandidateSet, scorer: Any, *, method: str = "best_of_n", seed: int = 0) -> Selection:
     """Score the successful candidates of ``cset`` and select the highest.
 
-    Ties go to the lowest ``Candidate.index`` (deterministic). When no candidate could be scored,
-    the first successful candidate is returned with ``fallback`` saying why.
+    Neither the pool's order nor the scorer's sees a favourite: candidates are scored in an order
+    shuffled by ``seed`` (and the inputs), and ties between the best scores are broken by a draw
+    from the same seeded generator, so the first teacher of a pool wins no more often than the last.
+    When no candidate could be scored, the first successful candidate is returned with
+    ``fallback`` saying why.
     """
     ok = cset.ok
     if not ok:
         raise AggregationError("no successful candidate to select from")
-    scores, details, usage = as_scorer(scorer).score_candidates(cset)
+    rng = cset.rng(seed, "select")
+    order = list(cset.candidates)
+    rng.shuffle(order)
+    scores, details, usage = as_scorer(scorer).score_candidates(
+        CandidateSet(cset.inputs, tuple(order), cset.output_fields, cset.usage)
+    )
     scored = [(s, c.index) for c in ok if (s := scores.get(c.index)) is not None and math.isfinite(s)]
     fallback = None
     if scored:
         best_score = max(s for s, _ in scored)
-        index = min(i for s, i in scored if s == best_score)
+        tied = sorted(i for s, i in scored if s == best_score)
+        index = tied[0] if len(tied) == 1 else rng.choice(tied)
+        if len(tied) > 1:
+            details = {**details, "tie": {"between": tied, "drawn": index}}
     else:
         index = ok[0].index
         fallback = "no candidate could be scored; kept the first candidate"

@@ -26,15 +26,21 @@ def test_demo_json_against_a_fake_server():
             props = body["response_format"]["json_schema"]["schema"]["properties"]
             if "score" in props:
                 return json.dumps({"analysis": "fine", "score": 3 + (i % 2)})
-            return json.dumps({"comparison": "both fine", "response": "fused answer"})
-        return f"[[ ## response ## ]]\nanswer {i}\n\n[[ ## completed ## ]]"
+            raise AssertionError("the fusor of a text task is asked plainly, without a JSON schema")
+        if "<candidate" in body["messages"][-1]["content"]:
+            return "Say hi to everyone: the fused answer, long enough to count"
+        return f"Say hi to everyone: candidate answer number {i}"
 
     with FakeOpenAIServer(reply=reply) as server:
         result = CliRunner().invoke(app, ["demo", "--json", "--n", "3", "--model", "openai/fake", "--api-base", server.api_base, "Say hi"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     _check_report(report, 3)
-    assert report["fusion"]["answer"] == "fused answer" and report["fusion"]["fallback"] is None
+    fusion = report["fusion"]
+    assert fusion["answer"] == "Say hi to everyone: the fused answer, long enough to count" and fusion["fallback"] is None
+    assert set(fusion["copied_from"]) == {"0", "1", "2"} and fusion["new_text"] < 1.0
+    assert fusion["substance"]["substantive"] and fusion["substance"]["framing"] == []
+    assert [c["answer"] for c in report["candidates"]] == [f"Say hi to everyone: candidate answer number {i}" for i in range(3)]
 
 
 def test_demo_rejects_bad_n():

@@ -37,6 +37,7 @@ Reward = Callable[[str], float]
 _OUTPUT_FIELDS_BLOCK = re.compile(r"Your output fields are:\s*\n(.*?)(?:\n\s*\n|All interactions|\Z)", re.S)
 _NUMBERED_FIELD = re.compile(r"^\s*\d+\.\s*`([^`]+)`\s*(?:\(([^)]*(?:\([^)]*\))?[^)]*)\))?", re.M)
 _FIELD_MARKER = re.compile(r"\[\[ ## (\w+) ## \]\]")
+_PLAIN_LABELS = re.compile(r'"([^"]+):" followed by')
 
 
 def _words(text: str) -> int:
@@ -86,7 +87,7 @@ def chat_adapter_reply(body: dict, choice_index: int = 0) -> str:
 
     String fields echo the first words of the last user message (``"echo: ..."``); choice ``i > 0``
     gets a ``#i`` suffix so that the ``n`` choices differ. Without a DSPy system message the reply
-    is plain text.
+    is plain text (with ``Label: ...`` lines where a plain system message asks for later fields).
     """
     messages = body.get("messages") or []
     system = next((str(m.get("content", "")) for m in messages if m.get("role") == "system"), "")
@@ -97,7 +98,10 @@ def chat_adapter_reply(body: dict, choice_index: int = 0) -> str:
     echo = "echo: " + " ".join(cleaned.split()[:8])
     fields = output_fields(system)
     if not fields:
-        return echo + (f" #{choice_index}" if choice_index else "")
+        labels = _PLAIN_LABELS.findall(system.split("each on its own line:")[-1]) if "each on its own line:" in system else []
+        plain = echo + (f" #{choice_index}" if choice_index else "")
+        # fusion-dspy's PlainAdapter asks for later fields on lines starting with their label
+        return "\n\n".join([plain, *(f"{label}: {plain}" for label in labels)])
     parts = [f"[[ ## {name} ## ]]\n{_value_for(typ, echo, choice_index)}" for name, typ in fields]
     return "\n\n".join(parts) + "\n\n[[ ## completed ## ]]"
 
@@ -116,6 +120,7 @@ class FakeOpenAIServer:
         reward: ``reward(text) -> float`` behind ``/pooling``, ``/classify`` and ``/score``
             (default: a bounded function of the text length).
         model_name: the name ``/v1/models`` lists and responses carry.
+        finish_reason: what every choice reports (``length`` simulates an answer cut at max_tokens).
 
     Attributes:
         requests: JSON bodies received on POST endpoints, in arrival order (``"_path"`` added).
@@ -135,6 +140,7 @@ class FakeOpenAIServer:
         seed: int = 0,
         reward: Reward | None = None,
         model_name: str = "fake",
+        finish_reason: str = "stop",
     ):
         for label, rate in (("fail_rate", fail_rate), ("delay_rate", delay_rate)):
             if not 0.0 <= rate <= 1.0:
@@ -147,6 +153,7 @@ class FakeOpenAIServer:
         self.fail_status = fail_status
         self.reward = reward or (lambda text: math.tanh(len(text) / 100.0))
         self.model_name = model_name
+        self.finish_reason = finish_reason
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._requests: list[dict] = []
@@ -342,7 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
             "created": int(time.time()),
             "model": body.get("model") or self.fake.model_name,
             "choices": [
-                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop", "logprobs": None}
+                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": self.fake.finish_reason, "logprobs": None}
                 for i, t in enumerate(texts)
             ],
             "usage": {

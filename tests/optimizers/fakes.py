@@ -36,7 +36,8 @@ def _texts(messages: list[dict] | None, prompt: str | None) -> tuple[str, str]:
 class ScriptedLM(dspy.BaseLM):
     """An LM whose reply is ``reply(system, user, kwargs, choice) -> dict | str``; honours ``n``.
 
-    A dict becomes JSON when a ``response_format`` or JSON is asked for, else DSPy chat-adapter fields.
+    A dict becomes JSON when a ``response_format`` or JSON is asked for, DSPy chat-adapter fields
+    when a DSPy system message lists output fields, else plain text.
     Usage is counted as one token per 4 characters, so token objectives are meaningful.
     """
 
@@ -63,8 +64,11 @@ class ScriptedLM(dspy.BaseLM):
             if isinstance(value, dict):
                 if merged.get("response_format") is not None or "json" in system.lower():
                     value = json.dumps(value)
-                else:
+                elif "Your output fields are" in system:
                     value = "".join(f"[[ ## {k} ## ]]\n{v}\n\n" for k, v in value.items()) + "[[ ## completed ## ]]"
+                else:  # a plain request (fusion-dspy's PlainAdapter): the first field, then "Label: value" lines
+                    fields = [k for k in value if k != "comparison"]
+                    value = "\n\n".join([str(value[fields[0]]), *(f"{k.capitalize()}: {value[k]}" for k in fields[1:])])
             texts.append(value)
         self._calls[0] += 1
         choices = [NS(message=NS(content=t, tool_calls=None, reasoning_content=None), finish_reason="stop", index=i) for i, t in enumerate(texts)]

@@ -10,7 +10,7 @@ import pytest
 
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.modules import FusionOfN
-from fusion_dspy.signatures import DEFAULT_FUSION_INSTRUCTION
+from fusion_dspy.signatures import PLAIN_FUSION_INSTRUCTION
 from optimizers.cache import CandidateCache
 from optimizers.instruction import CachedFusion, check_budget, feedback_metric, split_examples, tune_instruction
 from programs import mgsm
@@ -26,7 +26,7 @@ def test_tuning_finds_the_magic_instruction_and_improves_the_held_out_metric(tmp
         cache=CandidateCache(tmp_path / "c.jsonl", task_name="sums"), optimizer=optimizer, budget=budget, n=2,
         temperature=0.5, out_dir=tmp_path / "out",
     )  # fmt: skip
-    assert result.instruction_before == DEFAULT_FUSION_INSTRUCTION
+    assert result.instruction_before == PLAIN_FUSION_INSTRUCTION
     assert "MAGIC" in result.instruction_after and result.changed
     assert result.before.metric == 0.0 and result.after.metric == 1.0
     assert result.before.fusor_usage.total_tokens > 0 and result.after.fusor_usage.calls == 3
@@ -34,7 +34,7 @@ def test_tuning_finds_the_magic_instruction_and_improves_the_held_out_metric(tmp
 
     # DSPy's save, loaded back into a FusionOfN around the task's program
     loaded = FusionOfN(dspy.Predict("question -> answer"))
-    assert loaded.fusor.instruction == DEFAULT_FUSION_INSTRUCTION
+    assert loaded.fusor.instruction == PLAIN_FUSION_INSTRUCTION
     loaded.load(str(result.saved))
     assert "MAGIC" in loaded.fusor.instruction
     assert [name for name, _ in loaded.named_predictors()] == ["fusor.fuse"]

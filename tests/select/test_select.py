@@ -17,9 +17,24 @@ def _cset(answers, field="answer"):
     return CandidateSet({"question": "q"}, tuple(Candidate(i, "m", i, {field: a}) for i, a in enumerate(answers)), (field,))
 
 
-def test_callable_scorer_ties_go_to_the_earliest_candidate():
-    sel = select_best(_cset(["a", "bb", "cc"]), lambda inputs, pred: len(pred.answer))
-    assert sel.index == 1 and sel.scores == {0: 1.0, 1: 2.0, 2: 2.0} and sel.fallback is None
+def test_callable_scorer_ties_are_a_seeded_draw_not_the_earliest_candidate():
+    picks = []
+    for seed in range(12):
+        sel = select_best(_cset(["a", "bb", "cc"]), lambda inputs, pred: len(pred.answer), seed=seed)
+        assert sel.scores == {0: 1.0, 1: 2.0, 2: 2.0} and sel.fallback is None
+        assert sel.details["tie"]["between"] == [1, 2] and sel.index in (1, 2)
+        assert select_best(_cset(["a", "bb", "cc"]), lambda inputs, pred: len(pred.answer), seed=seed).index == sel.index
+        picks.append(sel.index)
+    assert set(picks) == {1, 2}  # both tied candidates win under some seed
+
+
+def test_candidates_are_scored_in_a_shuffled_order():
+    seen_orders = set()
+    for seed in range(6):
+        order = []
+        select_best(_cset(["a", "b", "c", "d"]), lambda inputs, pred, order=order: order.append(pred.answer) or 1.0, seed=seed)
+        seen_orders.add(tuple(order))
+    assert len(seen_orders) > 1 and all(sorted(o) == ["a", "b", "c", "d"] for o in seen_orders)
 
 
 def test_scorer_errors_give_no_score_not_a_crash():
@@ -38,8 +53,12 @@ def test_no_scores_falls_back_to_first():
 
 
 def test_llm_rater_reads_json_scores_and_bracket_scores():
-    replies = iter([json.dumps({"analysis": "meh", "score": 2}), "Fine answer. [[5]]", json.dumps({"analysis": "ok", "score": 3})])
-    with FakeOpenAIServer(reply=lambda body, i: next(replies)) as server:
+    replies = {"x": json.dumps({"analysis": "meh", "score": 2}), "y": "Fine answer. [[5]]", "z": json.dumps({"analysis": "ok", "score": 3})}
+
+    def reply(body, i):  # each candidate's own rating, whatever order they are rated in
+        return next(v for k, v in replies.items() if f"<response>\n{k}\n</response>" in body["messages"][-1]["content"])
+
+    with FakeOpenAIServer(reply=reply) as server:
         lm = Endpoint("r", "openai/fake", api_base=server.api_base, api_key="x").lm(cache=False, max_tokens=100)
         sel = select_best(_cset(["x", "y", "z"]), LLMRater(lm))
         body = server.requests[0]

@@ -1,0 +1,199 @@
+"""Are fused answers answers? Substance of Fusion-of-N on the embedded model, and OptiLLM's moa beside it.
+
+Run: .venv/bin/python benchmarks/bench_fusion_substance.py [--data ../shared/data/arena_hard_v2/question.jsonl]
+     [--limit 20] [--n 4] [--max-tokens 384] [--compare] [--format auto|plain|structured]
+     [--moa 6 --moa-data ../shared/data/ultrafeedback/train_clean.jsonl --moa-max-tokens 256]
+     [--json OUT] [--answers OUT.md]
+
+Part 1 (issue 12's headline): FusionOfN over the task's prompts, each fused answer measured with
+``fusion_dspy.substance``: parsed without fallback, free of prompt framing, share copied from the
+candidates (blocks of 12+ characters), length against the candidates', stubs; and seconds.
+``--answers`` writes every prompt, candidate and fused answer to a Markdown file to read.
+
+Part 2 (``--moa K``): K UltraFeedback prompts, one run each of FusionOfN and OptiLLM's
+``mixture_of_agents`` (``pip install --no-deps optillm``; its ``moa.py`` is loaded by path) with
+an OpenAI client on the same embedded server and the same ``max_tokens``: total seconds and median
+answer length. Targets: fusion time <= 0.5x moa's, median fused length >= 0.5x moa's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import dspy  # noqa: E402
+
+import fusion_dspy as fd  # noqa: E402
+from fusion_dspy.substance import answer_text, assess, summarize  # noqa: E402
+from fusion_dspy.task import load_task  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared" / "data"
+
+
+def fuse_many(server, examples, *, task, n: int, max_tokens: int, compare: bool, fmt: str) -> list[dict]:
+    """FusionOfN on each example; one row per example with the candidates, the answer and its substance."""
+    sampler = server.lm(max_tokens=max_tokens, cache=False)
+    fusor = server.lm(max_tokens=max_tokens, temperature=0.0, cache=False)
+    module = fd.FusionOfN(task.program(), n=n, fusor=fusor, lm=sampler, compare=compare, format=fmt)
+    rows = []
+    for ex in examples:
+        started = time.perf_counter()
+        try:
+            pred = module(**ex.inputs())
+        except fd.SamplingError as exc:  # e.g. a prompt longer than the model's context
+            print(f"{ex.id}: skipped, sampling failed: {str(exc)[:120]}", flush=True)
+            continue
+        cands = [answer_text(c.outputs, task.answer_field) for c in pred.candidates.ok]
+        answer = answer_text(pred.fusion.outputs, task.answer_field)
+        sub = assess(answer, cands, fallback=pred.fallback is not None)
+        rows.append({
+            "id": ex.id, "prompt": str(next(iter(ex.inputs().values()))), "candidates": cands, "answer": answer,
+            "comparison": pred.fusion.comparison, "fallback": pred.fallback, "truncated": pred.fusion.truncated,
+            "substance": sub, "seconds": time.perf_counter() - started,
+        })  # fmt: skip
+        print(f"{ex.id}: substantive={sub.substantive} chars={sub.chars} ratio={sub.length_ratio:.2f} "
+              f"copied={sub.copied_share:.2f} framing={list(sub.framing)} {rows[-1]['seconds']:.1f}s", flush=True)  # fmt: skip
+    return rows
+
+
+def load_moa():
+    """OptiLLM's ``mixture_of_agents``, from its ``moa.py``.
+
+    ``import optillm`` starts its whole proxy (torch, transformers, spaCy ...), so the package is
+    installed with ``pip install --no-deps optillm`` and only ``moa.py`` and the logger it imports
+    are loaded, under a bare ``optillm`` package module.
+    """
+    import types
+
+    spec = importlib.util.find_spec("optillm")  # finds the folder without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("--moa needs OptiLLM's files: .venv/bin/pip install --no-deps optillm")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    package = types.ModuleType("optillm")
+    package.__path__ = [str(folder)]
+    sys.modules["optillm"] = package
+    for name in ("conversation_logger", "moa"):
+        module_spec = importlib.util.spec_from_file_location(f"optillm.{name}", folder / f"{name}.py")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[f"optillm.{name}"] = module
+        module_spec.loader.exec_module(module)
+        setattr(package, name, module)
+    return package.moa.mixture_of_agents
+
+
+def side_by_side(server, prompts: list[str], *, n: int, max_tokens: int) -> dict:
+    """Same prompts, same server, same max_tokens: FusionOfN against OptiLLM moa."""
+    import openai
+
+    mixture_of_agents = load_moa()
+    client = openai.OpenAI(base_url=server.api_base, api_key="none")
+    os.environ.setdefault("OPTILLM_MAX_TOKENS", str(max_tokens))
+    fused_lengths, fused_seconds, moa_lengths, moa_seconds, moa_tokens = [], 0.0, [], 0.0, 0
+    sampler = server.lm(max_tokens=max_tokens, cache=False)
+    fusor = server.lm(max_tokens=max_tokens, temperature=0.0, cache=False)
+    module = fd.FusionOfN(dspy.Predict("prompt -> response"), n=n, fusor=fusor, lm=sampler)
+    fused_tokens = 0
+    examples = []
+    for prompt in prompts:
+        started = time.perf_counter()
+        pred = module(prompt=prompt)
+        fused_seconds += time.perf_counter() - started
+        fused_lengths.append(len(pred.response or ""))
+        fused_tokens += pred.usage["total"]["total_tokens"]
+        started = time.perf_counter()
+        answer, tokens = _moa(mixture_of_agents, client, prompt, max_tokens)
+        moa_seconds += time.perf_counter() - started
+        moa_lengths.append(len(answer or ""))
+        moa_tokens += tokens
+        examples.append({"prompt": prompt, "fusion": pred.response, "moa": answer})
+        print(f"fusion {fused_lengths[-1]} chars | moa {moa_lengths[-1]} chars", flush=True)
+    return {
+        "prompts": len(prompts), "max_tokens": max_tokens,
+        "fusion_seconds": round(fused_seconds, 1), "moa_seconds": round(moa_seconds, 1),
+        "time_ratio": round(fused_seconds / moa_seconds, 3) if moa_seconds else None,
+        "fusion_median_chars": statistics.median(fused_lengths), "moa_median_chars": statistics.median(moa_lengths),
+        "length_ratio": round(statistics.median(fused_lengths) / max(1, statistics.median(moa_lengths)), 3),
+        "fusion_tokens": fused_tokens, "moa_completion_tokens": moa_tokens, "examples": examples,
+    }  # fmt: skip
+
+
+def _moa(mixture_of_agents, client, prompt: str, max_tokens: int) -> tuple[str, int]:
+    """Call moa with the signature of the installed OptiLLM (newer ones take request_config)."""
+    import inspect
+
+    params = inspect.signature(mixture_of_agents).parameters
+    kwargs = {"request_config": {"max_tokens": max_tokens}} if "request_config" in params else {}
+    out = mixture_of_agents("", prompt, client, "embedded", **kwargs)
+    answer, tokens = out[0], out[1] if len(out) > 1 else 0
+    return answer, int(tokens or 0)
+
+
+def write_answers(path: str, rows: list[dict]) -> None:
+    lines = ["# Fused answers (bench_fusion_substance.py)\n"]
+    for r in rows:
+        lines.append(f"## {r['id']}\n\n**Prompt:** {r['prompt'][:600]}\n")
+        for i, c in enumerate(r["candidates"]):
+            lines.append(f"**Candidate {i}** ({len(c)} chars):\n\n```\n{c}\n```\n")
+        if r["comparison"]:
+            lines.append(f"**Comparison:**\n\n```\n{r['comparison']}\n```\n")
+        lines.append(f"**Fused** ({r['substance'].to_dict()}):\n\n```\n{r['answer']}\n```\n")
+    Path(path).write_text("\n".join(lines), encoding="utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="arena")
+    ap.add_argument("--data", default=str(SHARED / "arena_hard_v2" / "question.jsonl"))
+    ap.add_argument("--limit", type=int, default=20)
+    ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=384)
+    ap.add_argument("--compare", action="store_true", help="the fusor compares the candidates first (separate call)")
+    ap.add_argument("--format", default="auto", choices=["auto", "plain", "structured"])
+    ap.add_argument("--moa", type=int, default=0, help="K prompts side by side with OptiLLM moa (0: skip)")
+    ap.add_argument("--moa-data", default=str(SHARED / "ultrafeedback" / "train_clean.jsonl"))
+    ap.add_argument("--moa-max-tokens", type=int, default=256)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--answers", default=None, help="write every candidate and fused answer to this Markdown file")
+    args = ap.parse_args()
+
+    result: dict = {}
+    with fd.embedded() as server:
+        if args.limit > 0:
+            task = load_task(args.task)
+            examples = task.load(args.data, limit=args.limit)[: args.limit]
+            started = time.perf_counter()
+            rows = fuse_many(server, examples, task=task, n=args.n, max_tokens=args.max_tokens, compare=args.compare, fmt=args.format)
+            summary = summarize([r["substance"] for r in rows])
+            summary.update({
+                "task": args.task, "data": args.data, "n": args.n, "max_tokens": args.max_tokens, "compare": args.compare,
+                "format": args.format, "truncated": sum(r["truncated"] for r in rows),
+                "seconds": round(time.perf_counter() - started, 1),
+            })  # fmt: skip
+            result["substance"] = summary
+            if args.answers:
+                write_answers(args.answers, rows)
+        if args.moa:
+            prompts = []
+            with open(args.moa_data, encoding="utf-8") as fh:
+                for line in fh:
+                    prompts.append(json.loads(line)["prompt"])
+                    if len(prompts) >= args.moa:
+                        break
+            result["versus_moa"] = side_by_side(server, prompts, n=args.n, max_tokens=args.moa_max_tokens)
+    printable = {k: ({kk: vv for kk, vv in v.items() if kk != "examples"}) for k, v in result.items()}
+    print(json.dumps(printable, indent=2, ensure_ascii=False))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Is a fused answer an answer? Checks of what a user reads, not of whether it parsed.
+
+A fusor can parse every time and still write ``{answer}``, a field list copied from the prompt, or
+two words where the candidates wrote paragraphs. :func:`assess` measures the answer itself:
+
+- **framing**: prompt scaffolding in the text (DSPy field markers, ``{placeholders}``, "input/output
+  fields", fence tags, a Python repr of the inputs, the fusor's own field names as labels);
+- **copied share**: the share of its characters in runs of at least 12 characters that also occur in
+  a candidate (the paper reports that most fused text comes from the samples; short matches are
+  ignored so that common words do not count);
+- **length ratio**: its length over the candidates' median length.
+
+An answer is *substantive* when it came from the fusor (no fallback), is free of framing, draws at
+least 30% of its text from the candidates, and is not a stub (under 40 characters where the
+candidates are longer).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+MIN_BLOCK = 12
+MIN_COPIED_SHARE = 0.3
+STUB_CHARS = 40
+
+# names DSPy's adapters and fusion-dspy's own prompts use, which never belong in an answer
+_PROMPT_FIELDS = ("candidates", "comparison", "compare", "analysis", "prompt", "response", "answer",
+                  "reasoning", "question", "translation", "task", "completed")  # fmt: skip
+_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("DSPy field marker", re.compile(r"\[\[\s*#+\s*\w+\s*#+\s*\]\]|\[\s*#+\s*\w+\s*#+\s*\]|^\s*#{1,3}\s*\w+\s*#{1,3}\s*$", re.M)),
+    ("placeholder", re.compile(r"\{\s*(?:" + "|".join(_PROMPT_FIELDS) + r")\s*\}", re.I)),
+    ("field list", re.compile(r"\b(?:your\s+)?(?:input|output)\s+fields?\b(?:\s+(?:are|is|should))?", re.I)),
+    ("fence tag", re.compile(r"<\s*/?\s*(?:candidate|response|draft)s?\b[^>]*>", re.I)),
+    ("inputs repr", re.compile(r"\{\s*'[a-z_]+'\s*:\s*['\"]")),
+    ("field label", re.compile(r"^\W{0,3}(?:candidates|comparison|source_language|target_language|target_country)\W{0,3}:", re.I | re.M)),
+    ("completion marker", re.compile(r"#\s*completed\s*#", re.I)),
+)
+
+
+def framing_found(text: str) -> list[str]:
+    """The kinds of prompt framing found in ``text`` (empty when it reads as a plain answer)."""
+    return [name for name, pattern in _PATTERNS if pattern.search(text or "")]
+
+
+def copied_share(text: str, sources: Iterable[str], *, min_block: int = MIN_BLOCK) -> float:
+    """Share of ``text``'s characters inside a run of ``min_block``+ characters that occurs in a source.
+
+    Every window of ``min_block`` characters of ``text`` that also occurs somewhere in a source marks
+    its characters as copied, in whatever order the passages were reassembled (unlike difflib's
+    alignment in :func:`fusion_dspy.analysis.contributions`, which credits each source only with
+    blocks in its own order). Linear in the lengths: the sources' windows are hashed once.
+    """
+    if not text or len(text) < min_block:
+        return 0.0
+    windows: set[str] = set()
+    for source in sources:
+        windows.update(source[i : i + min_block] for i in range(len(source) - min_block + 1))
+    if not windows:
+        return 0.0
+    covered = bytearray(len(text))
+    for i in range(len(text) - min_block + 1):
+        if text[i : i + min_block] in windows:
+            covered[i : i + min_block] = b"\x01" * min_block
+    return sum(covered) / len(text)
+
+
+@dataclass(frozen=True)
+class Substance:
+    """What :func:`assess` found in one answer."""
+
+    chars: int
+    candidate_chars: float
+    length_ratio: float
+    copied_share: float
+    framing: tuple[str, ...]
+    fallback: bool = False
+
+    @property
+    def framing_free(self) -> bool:
+        return not self.framing
+
+    @property
+    def stub(self) -> bool:
+        """Under 40 characters where the candidates are longer."""
+        return self.chars < STUB_CHARS and self.candidate_chars > self.chars
+
+    @property
+    def substantive(self) -> bool:
+        return not self.fallback and self.framing_free and self.copied_share >= MIN_COPIED_SHARE and not self.stub
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "chars": self.chars, "length_ratio": round(self.length_ratio, 3), "copied_share": round(self.copied_share, 3),
+            "framing": list(self.framing), "stub": self.stub, "fallback": self.fallback, "substantive": self.substantive,
+        }  # fmt: skip
+
+
+def assess(answer: str, candidates: Sequence[str], *, fallback: bool = False, min_block: int = MIN_BLOCK) -> Substance:
+    """Measure one answer against the candidates it was made from."""
+    answer = (answer or "").strip()
+    texts = [c for c in candidates if c]
+    median = statistics.median(len(c) for c in texts) if texts else 0.0
+    return Substance(
+        chars=len(answer),
+        candidate_chars=float(median),
+        length_ratio=(len(answer) / median) if median else 0.0,
+        copied_share=copied_share(answer, texts, min_block=min_block),
+        framing=tuple(framing_found(answer)),
+        fallback=fallback,
+    )
+
+
+def summarize(items: Sequence[Substance]) -> dict[str, float | int]:
+    """Rates and medians over many answers (what the substance benchmark and summaries report)."""
+    n = len(items)
+    if not n:
+        return {"answers": 0}
+    return {
+        "answers": n,
+        "parsed": sum(not s.fallback for s in items) / n,
+        "substantive": sum(s.substantive for s in items) / n,
+        "framing_free": sum(s.framing_free for s in items) / n,
+        "median_copied_share": statistics.median(s.copied_share for s in items),
+        "median_length_ratio": statistics.median(s.length_ratio for s in items),
+        "stubs": sum(s.stub for s in items),
+    }
+
+
+def answer_text(outputs: Mapping[str, object], field: str | None = None) -> str:
+    """The text of an answer's ``field`` (default: the last output field)."""
+    if not outputs:
+        return ""
+    key = field if field in outputs else list(outputs)[-1]
+    value = outputs.get(key)
+    return "" if value is None else str(value)
