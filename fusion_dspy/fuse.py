@@ -29,6 +29,7 @@ from fusion_dspy.signatures import (
     fusion_signature,
     plain_fusion_signature,
 )
+from fusion_dspy.token_count import chars_per_token
 from fusion_dspy.types import Candidate, CandidateSet, Fusion, Usage
 
 logger = logging.getLogger(__name__)
@@ -256,7 +257,7 @@ class Fusor(dspy.Module):
         own = _max_tokens(lm)
         longest = max((c.usage.completion_tokens for c in shown), default=0)
         if not longest:  # no usage reported: estimate from the text
-            longest = max((_tokens(render_fields(c.outputs)) for c in shown), default=0)
+            longest = max((_estimate_tokens(render_fields(c.outputs)) for c in shown), default=0)
         need = int(longest * 1.1) + 16
         if not self.plain:
             need = int(need / 0.7)  # the comparison's 30% share comes on top of the answer
@@ -270,6 +271,12 @@ class Fusor(dspy.Module):
         window = self.context_window or getattr(lm, "fd_context_window", None)
         if not window:
             return shown, None
+        # characters per token measured by the fusor's own server on these candidates (3.0 where it cannot say)
+        cpt = chars_per_token(lm, "\n".join(render_fields(c.outputs, cset.output_fields) for c in shown), CHARS_PER_TOKEN)
+
+        def _tokens(text: str) -> int:
+            return int(len(text) / cpt) + 1
+
         fixed = _PROMPT_OVERHEAD_TOKENS + _tokens(render_fields(cset.inputs)) + _tokens(self.instruction) + max_tokens
         budget = int((window - fixed) * (1 - _CONTEXT_HEADROOM))
         sizes = [_tokens(render_fields(c.outputs, cset.output_fields)) + 12 for c in shown]
@@ -290,7 +297,7 @@ class Fusor(dspy.Module):
         for c in kept:
             outputs = dict(c.outputs)
             total_chars = sum(len(str(v)) for v in outputs.values() if isinstance(v, str))
-            limit_chars = int(per * CHARS_PER_TOKEN) - 12  # room for the " [...]" marks
+            limit_chars = int(per * cpt) - 12  # room for the " [...]" marks
             if total_chars > limit_chars:
                 ratio = limit_chars / total_chars
                 outputs = {k: (v[: int(len(v) * ratio)] + " [...]" if isinstance(v, str) else v) for k, v in outputs.items()}
@@ -303,13 +310,14 @@ class Fusor(dspy.Module):
         if after > budget:
             raise AggregationError(f"even one trimmed candidate ({after} tokens) does not fit the fusor's context "
                                    f"window ({window} tokens, {budget} left after the task and max_tokens={max_tokens})")  # fmt: skip
-        info = {"policy": self.context_policy, "window": window, "budget_tokens": budget, "tokens_before": before, "tokens_after": after, "dropped": dropped}
+        info = {"policy": self.context_policy, "window": window, "budget_tokens": budget, "tokens_before": before,
+                "tokens_after": after, "dropped": dropped, "chars_per_token": round(cpt, 3)}  # fmt: skip
         logger.info("candidates trimmed to fit the fusor's context: %s", info)
         return out, info
 
 
-def _tokens(text: str) -> int:
-    """A conservative token estimate (no tokenizer download needed)."""
+def _estimate_tokens(text: str) -> int:
+    """A conservative token estimate, where no count is known."""
     return int(len(text) / CHARS_PER_TOKEN) + 1
 
 

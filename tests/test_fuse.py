@@ -200,3 +200,15 @@ def test_compare_then_fuse_is_two_calls_and_the_comparison_reaches_the_fusion():
     assert len(requests) == 2 and fusion.usage.calls == 2
     assert fusion.comparison == "draft 1 is wrong" and fusion.outputs == {"response": "fused"}
     assert "draft 1 is wrong" in requests[1]["messages"][-1]["content"]
+
+
+def test_context_fitting_uses_the_servers_own_token_counts():
+    """Where the server tokenizes (llama.cpp, vLLM), characters per token are measured, not assumed."""
+    long = tuple(Candidate(i, "m", i, {"response": "word " * 2000}) for i in range(4))
+    cset = CandidateSet({"prompt": "p"}, long, ("response",))
+    with FakeOpenAIServer(reply="ok", tokenize_chars=5.0) as server:
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server), context_window=4096)(candidates=cset)
+    assert fusion.trimmed["chars_per_token"] == pytest.approx(5.0, rel=0.01)
+    with FakeOpenAIServer(reply="ok") as server:  # no /tokenize route: the conservative estimate
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server), context_window=4096)(candidates=cset)
+    assert fusion.trimmed["chars_per_token"] == 3.0

@@ -121,6 +121,7 @@ class FakeOpenAIServer:
             (default: a bounded function of the text length).
         model_name: the name ``/v1/models`` lists and responses carry.
         finish_reason: what every choice reports (``length`` simulates an answer cut at max_tokens).
+        tokenize_chars: serve llama.cpp's ``POST /tokenize``, one token per this many characters (None: no route).
 
     Attributes:
         requests: JSON bodies received on POST endpoints, in arrival order (``"_path"`` added).
@@ -141,6 +142,7 @@ class FakeOpenAIServer:
         reward: Reward | None = None,
         model_name: str = "fake",
         finish_reason: str = "stop",
+        tokenize_chars: float | None = None,
     ):
         for label, rate in (("fail_rate", fail_rate), ("delay_rate", delay_rate)):
             if not 0.0 <= rate <= 1.0:
@@ -154,6 +156,7 @@ class FakeOpenAIServer:
         self.reward = reward or (lambda text: math.tanh(len(text) / 100.0))
         self.model_name = model_name
         self.finish_reason = finish_reason
+        self.tokenize_chars = tokenize_chars
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._requests: list[dict] = []
@@ -319,6 +322,10 @@ class _Handler(BaseHTTPRequestHandler):
             "/score": self._score,
             "/v1/score": self._score,
         }
+        if path == "/tokenize" and self.fake.tokenize_chars:  # llama.cpp's tokenizer route (not counted as a call)
+            text = str(body.get("content") or "")
+            self._send(200, {"tokens": list(range(math.ceil(len(text) / self.fake.tokenize_chars)))})
+            return
         handler = routes.get(path)
         if handler is None:
             self._send(404, _error(f"no route POST {path}", "not_found_error", 404))

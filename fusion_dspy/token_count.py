@@ -1,0 +1,59 @@
+"""Token counts from the serving model's own tokenizer, so budgets are measured, not assumed.
+
+llama.cpp (``POST /tokenize {"content": ...}``) and vLLM (``POST /tokenize {"model", "prompt"}``)
+both expose their tokenizer over HTTP. Where neither answers (hosted APIs), callers fall back to a
+conservative 3 characters per token. A server found without the route is not asked again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_UNAVAILABLE: set[str] = set()
+_LOCK = threading.Lock()
+
+
+def count_tokens(lm: Any, text: str, *, timeout: float = 5.0) -> int | None:
+    """Tokens of ``text`` by the tokenizer of the server behind ``lm``; None where it cannot be asked."""
+    kwargs = getattr(lm, "kwargs", {}) or {}
+    api_base = kwargs.get("api_base") or getattr(lm, "api_base", None)
+    if not api_base or not text:
+        return None
+    base = str(api_base).rstrip("/")
+    root = base[: -len("/v1")] if base.endswith("/v1") else base
+    with _LOCK:
+        if root in _UNAVAILABLE:
+            return None
+    import httpx
+
+    model = str(getattr(lm, "model", "") or "").split("/", 1)[-1]
+    key = kwargs.get("api_key")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    for body in ({"content": text}, {"model": model, "prompt": text}):
+        try:
+            resp = httpx.post(f"{root}/tokenize", json=body, headers=headers, timeout=timeout)
+        except httpx.HTTPError as exc:
+            logger.debug("tokenize at %s failed: %s", root, exc)
+            break
+        if resp.status_code == 200:
+            data = resp.json()
+            if isinstance(data.get("count"), int):
+                return data["count"]
+            if isinstance(data.get("tokens"), list):
+                return len(data["tokens"])
+    with _LOCK:
+        _UNAVAILABLE.add(root)
+    logger.info("%s has no /tokenize route; token counts are estimated from characters", root)
+    return None
+
+
+def chars_per_token(lm: Any, sample: str, default: float) -> float:
+    """Characters per token of ``sample`` measured by ``lm``'s server, else ``default``."""
+    tokens = count_tokens(lm, sample)
+    if not tokens:
+        return default
+    return max(0.5, len(sample) / tokens)
