@@ -261,6 +261,8 @@ def test_mgsm_on_the_embedded_model(embedded_server, shared_data, tmp_path):
     rec = next(iter_records(tmp_path / "mgsm" / "records.jsonl"))
     assert len(rec["candidates"]["candidates"]) == 2
     assert (tmp_path / "mgsm" / "summary.md").read_text().count("| all |") == 4
+    # what a user reads carries no prompt framing, whichever method wrote it
+    assert all(r["framed"] == 0 for r in summary["rows"]), [(r["method"], r["framed"]) for r in summary["rows"]]
 
 
 def test_several_teachers_default_to_the_whole_pool(data, tmp_path):

@@ -50,9 +50,15 @@ def test_demo_rejects_bad_n():
 
 @pytest.mark.integration
 def test_demo_json_on_the_embedded_model(embedded_server):
-    args = ["demo", "--json", "--n", "2", "--max-tokens", "48", "--model", "openai/embedded", "--api-base", embedded_server.api_base]
-    result = CliRunner().invoke(app, [*args, "Name two colours."])
+    args = ["demo", "--json", "--n", "2", "--max-tokens", "64", "--model", "openai/embedded", "--api-base", embedded_server.api_base]
+    result = CliRunner().invoke(app, [*args, "Give two tips for writing clear emails."])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     _check_report(report, 2)
     assert report["usage"]["sampling"]["completion_tokens"] > 0
+    # the fused answer is an answer: the fusor's own, with no prompt framing ({response}, field lists, tags)
+    fusion = report["fusion"]
+    assert fusion["fallback"] is None and fusion["substance"]["framing"] == [], fusion["answer"]
+    assert len(fusion["answer"]) >= 40, fusion["answer"]
+    for c in report["candidates"]:
+        assert "{response}" not in (c["answer"] or "") and "[[ ##" not in (c["answer"] or "")
