@@ -20,7 +20,7 @@ _LOCK = threading.Lock()
 def count_tokens(lm: Any, text: str, *, timeout: float = 5.0) -> int | None:
     """Tokens of ``text`` by the tokenizer of the server behind ``lm``; None where it cannot be asked."""
     kwargs = getattr(lm, "kwargs", {}) or {}
-    api_base = kwargs.get("api_base") or getattr(lm, "api_base", None)
+    api_base = kwargs.get("api_base") or getattr(getattr(lm, "endpoint", None), "api_base", None)  # replicas: the first
     if not api_base or not text:
         return None
     base = str(api_base).rstrip("/")

@@ -94,6 +94,7 @@ class RoutedLM(dspy.LM):
         endpoint: the endpoint this LM routes over.
         router: the ``litellm.Router``; shared by copies, so cooldowns are shared too.
         fd_name: the endpoint name, recorded with every candidate.
+        fd_context_window: the endpoint's context window in tokens (None when unknown).
     """
 
     def __init__(
@@ -125,6 +126,7 @@ class RoutedLM(dspy.LM):
             endpoint, allowed_fails=allowed_fails, cooldown_time=cooldown_time, routing_strategy=routing_strategy
         )
         self.fd_name = endpoint.name
+        self.fd_context_window = endpoint.context_window  # lets the fusor fit its prompt, as for one server
 
     # -- requests ------------------------------------------------------------------------------
     def _request(self, prompt: str | None, messages: list[dict] | None, kwargs: dict[str, Any]) -> tuple[dict, bool]:

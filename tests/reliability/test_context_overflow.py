@@ -114,3 +114,15 @@ def test_embedded_fusor_accepts_trimmed_candidates(embedded_server):
     fusion = Fusor(QA, lm=lm, retries=0)(candidates=_cset(huge))
     assert fusion.trimmed is not None and fusion.trimmed["window"] == window
     assert fusion.fallback is None or "context" not in fusion.fallback.lower()
+
+
+def test_a_replicated_endpoint_trims_candidates_to_its_context_window():
+    """An endpoint with replicas (a LiteLLM Router behind one LM) keeps the context policy."""
+    with ContextLimitedServer(WINDOW) as one, ContextLimitedServer(WINDOW) as two:
+        ep = Endpoint("f", "openai/f", api_base=one.api_base, api_key="x", num_retries=0, context_window=WINDOW,
+                      replicas=(("openai/f", two.api_base),))  # fmt: skip
+        lm = ep.lm(max_tokens=MAX_TOKENS, temperature=0.0, cache=False)
+        assert type(lm).__name__ == "RoutedLM" and lm.fd_context_window == WINDOW
+        fusion = Fusor(QA, lm=lm, retries=0)(candidates=_cset([6000, 300, 2500, 900]))
+        assert one.overflows == [] and two.overflows == [] and len(one.sizes) + len(two.sizes) == 1
+    assert fusion.fallback is None and fusion.trimmed["policy"] == "trim" and fusion.trimmed["window"] == WINDOW
