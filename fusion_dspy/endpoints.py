@@ -168,9 +168,6 @@ class Pool:
         overrides = {"temperature": self.temperature, **overrides}
         return {name: self.endpoints[name].lm(**overrides) for name in self.teachers}
 
-    def to_model_list(self) -> list[dict[str, Any]]:
-        return model_list_of(self.endpoints.values())
-
 
 def endpoints_from_model_list(model_list: Any, *, source: str = "model_list") -> dict[str, Endpoint]:
     """Endpoints from a LiteLLM ``model_list`` (entries with the same ``model_name`` are replicas)."""

@@ -94,6 +94,12 @@ _ENDPOINT_FAILURE_NAMES = frozenset(
 )  # fmt: skip
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` (what a record or a log keeps of an exception)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:limit]
+
+
 def is_endpoint_failure(exc: BaseException | None) -> bool:
     """Whether ``exc`` (or an exception it was raised from) is a server failure rather than bad output.
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_dspy.data import BadRows
-from fusion_dspy.errors import ConfigurationError, DataError, EndpointError, FusionError
+from fusion_dspy.errors import ConfigurationError, DataError, EndpointError, FusionError, first_line
 from fusion_dspy.task import Task, load_task
 
 logger = logging.getLogger(__name__)
@@ -462,8 +462,7 @@ def _uses_baseline(task: Task) -> bool:
 
 
 def _failed(exc: BaseException, stage: str = "method") -> dict[str, Any]:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return {"status": "failed", "error": f"{stage}: {type(exc).__name__}: {text}"[:500]}
+    return {"status": "failed", "error": f"{stage}: {first_line(exc, 500)}"[:500]}
 
 
 def _jsonable(value: Any) -> Any:

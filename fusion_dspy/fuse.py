@@ -18,7 +18,7 @@ from typing import Any, Literal
 import dspy
 
 from fusion_dspy.endpoints import lm_name
-from fusion_dspy.errors import AggregationError, ConfigurationError, EndpointError, is_endpoint_failure
+from fusion_dspy.errors import AggregationError, ConfigurationError, EndpointError, first_line, is_endpoint_failure
 from fusion_dspy.llm_text import fence, render_fields
 from fusion_dspy.parsing import CHARS_PER_TOKEN, SchemaAdapter, field_char_limits
 from fusion_dspy.plain_adapter import PlainAdapter, render_outputs, suits_plain, task_instruction
@@ -205,7 +205,7 @@ class Fusor(dspy.Module):
                     usage = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=time.perf_counter() - started, calls=calls)
                     return Fusion(outputs, comparison, tuple(c.index for c in shown), usage, None, raw, trimmed, truncated, max_tokens)
                 except Exception as exc:  # noqa: BLE001 - bad fusor output: retry, then fall back
-                    error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+                    error = first_line(exc)
                     if is_endpoint_failure(exc):  # a dead server is not bad output: never hide it behind a fallback
                         raise EndpointError(f"fusor {lm_name(lm)} failed: {error}", endpoint=lm_name(lm),
                                             api_base=getattr(lm, "kwargs", {}).get("api_base")) from exc  # fmt: skip

@@ -90,7 +90,7 @@ class Aggregators:
                     "outputs": fusion.outputs,
                     "fallback": fusion.fallback,
                     "fusion": fusion.to_dict(),
-                    "usage": _method_usage(cset.usage, fusion.usage),
+                    "usage": Usage.breakdown(cset.usage, fusion.usage),
                 }
             else:
                 raise ConfigurationError(f"unknown method {method!r}; valid methods: {', '.join(ALL_METHODS)}")
@@ -107,12 +107,7 @@ def _example_language(example: Any) -> str | None:
 
 
 def _selection_result(sel, cset: CandidateSet) -> dict[str, Any]:
-    return {"outputs": sel.outputs, "fallback": sel.fallback, "selection": sel.to_dict(), "usage": _method_usage(cset.usage, sel.usage)}
-
-
-def _method_usage(sampling: Usage, aggregation: Usage) -> dict[str, Any]:
-    """Tokens a method spent: the shared sampling plus its own aggregation."""
-    return {"sampling": sampling.to_dict(), "aggregation": aggregation.to_dict(), "total": (sampling + aggregation).to_dict()}
+    return {"outputs": sel.outputs, "fallback": sel.fallback, "selection": sel.to_dict(), "usage": Usage.breakdown(cset.usage, sel.usage)}
 
 
 def greedy(program: Any, inputs: dict[str, Any], lm: Any) -> dict[str, Any]:
@@ -121,4 +116,4 @@ def greedy(program: Any, inputs: dict[str, Any], lm: Any) -> dict[str, Any]:
 
     cset = sample_candidates(program, inputs, lm=lm, n=1, temperature=0.0)
     only = cset.ok[0]
-    return {"outputs": dict(only.outputs), "fallback": None, "parse": only.parse, "usage": _method_usage(cset.usage, Usage())}
+    return {"outputs": dict(only.outputs), "fallback": None, "parse": only.parse, "usage": Usage.breakdown(cset.usage, Usage())}

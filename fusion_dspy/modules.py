@@ -38,10 +38,6 @@ def _check_common(program: Any, n: int, pool: Any) -> None:
         normalize_pool(pool)
 
 
-def _usage_dict(sampling: Usage, aggregation: Usage) -> dict[str, dict[str, Any]]:
-    return {"sampling": sampling.to_dict(), "aggregation": aggregation.to_dict(), "total": (sampling + aggregation).to_dict()}
-
-
 class _Sampled(dspy.Module):
     """Shared sampling settings of FusionOfN and BestOfN."""
 
@@ -58,7 +54,6 @@ class _Sampled(dspy.Module):
         self.max_workers = max_workers
         self.dedupe = dedupe
         self.output_fields = output_fields_of(program)
-        self.run_usage = {"sampling": Usage(), "aggregation": Usage()}
 
     @property
     def program(self) -> Any:
@@ -71,9 +66,6 @@ class _Sampled(dspy.Module):
             samples_per_model=self.samples_per_model, temperature=self.temperature,
             strategy=self.strategy, max_workers=self.max_workers, dedupe=self.dedupe,
         )  # fmt: skip
-
-    def _account(self, sampling: Usage, aggregation: Usage) -> None:
-        self.run_usage = {"sampling": self.run_usage["sampling"] + sampling, "aggregation": self.run_usage["aggregation"] + aggregation}
 
     async def aforward(self, **inputs: Any) -> dspy.Prediction:
         # Candidates are sampled with threads; run the whole step off the event loop (context is copied).
@@ -151,10 +143,9 @@ class FusionOfN(_Sampled):
     def aggregate(self, cset: CandidateSet, fallback_scores: dict[int, float | None] | None = None) -> dspy.Prediction:
         """Fuse an existing candidate set (so other methods can share it)."""
         fusion = self.fusor(candidates=cset, fallback_scores=fallback_scores)
-        self._account(cset.usage, fusion.usage)
         return dspy.Prediction(
             **fusion.outputs, candidates=cset, fusion=fusion, fallback=fusion.fallback,
-            usage=_usage_dict(cset.usage, fusion.usage),
+            usage=Usage.breakdown(cset.usage, fusion.usage),
         )  # fmt: skip
 
 
@@ -198,8 +189,7 @@ class BestOfN(_Sampled):
     def aggregate(self, cset: CandidateSet) -> dspy.Prediction:
         """Select from an existing candidate set."""
         selection = select_best(cset, self.scorer, seed=self.seed)
-        self._account(cset.usage, selection.usage)
         return dspy.Prediction(
             **selection.outputs, candidates=cset, selection=selection, fallback=selection.fallback,
-            usage=_usage_dict(cset.usage, selection.usage),
+            usage=Usage.breakdown(cset.usage, selection.usage),
         )  # fmt: skip

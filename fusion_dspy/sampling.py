@@ -20,7 +20,7 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from fusion_dspy.endpoints import lm_name
-from fusion_dspy.errors import ConfigurationError, EndpointSamplingError, SamplingError, is_endpoint_failure
+from fusion_dspy.errors import ConfigurationError, EndpointSamplingError, SamplingError, first_line, is_endpoint_failure
 from fusion_dspy.fanout import fan_out
 from fusion_dspy.parsing import lenient_parse
 from fusion_dspy.plain_adapter import PlainAdapter
@@ -294,6 +294,5 @@ _ENDPOINT_MARK = "endpoint failure: "  # prefixes the error of a sample whose se
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     mark = _ENDPOINT_MARK if is_endpoint_failure(exc) else ""
-    return f"{mark}{type(exc).__name__}: {text}"[:500]
+    return f"{mark}{first_line(exc, 500)}"[:500]

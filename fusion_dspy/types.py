@@ -12,14 +12,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-def _add_usage(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
-    out = dict(a)
-    for key, value in b.items():
-        if isinstance(value, (int, float)):
-            out[key] = out.get(key, 0) + int(value)
-    return out
-
-
 @dataclass(frozen=True)
 class Usage:
     """Tokens and seconds spent by one stage (sampling, aggregation) or summed over several."""
@@ -52,6 +44,11 @@ class Usage:
             prompt += int(entry.get("prompt_tokens") or 0)
             completion += int(entry.get("completion_tokens") or 0)
         return cls(prompt, completion, seconds, calls)
+
+    @staticmethod
+    def breakdown(sampling: Usage, aggregation: Usage) -> dict[str, dict[str, Any]]:
+        """What one method spent: the shared sampling, its own aggregation, and their total."""
+        return {"sampling": sampling.to_dict(), "aggregation": aggregation.to_dict(), "total": (sampling + aggregation).to_dict()}
 
     def to_dict(self) -> dict[str, Any]:
         return {

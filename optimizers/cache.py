@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fusion_dspy.endpoints import lm_name
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.runs import RecordStore, record_id
 from fusion_dspy.sampling import sample_candidates
@@ -40,7 +41,7 @@ def teacher_descriptor(lm: Any) -> dict[str, Any]:
     """What identifies a teacher's samples: name, model string and request defaults (no URL, no key)."""
     kwargs = dict(getattr(lm, "kwargs", {}) or {})
     return {
-        "name": getattr(lm, "fd_name", None) or getattr(lm, "model", None) or type(lm).__name__,
+        "name": lm_name(lm),
         "model": getattr(lm, "model", None),
         "defaults": {k: v for k, v in sorted(kwargs.items()) if k not in _NOT_IDENTITY},
     }

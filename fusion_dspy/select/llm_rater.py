@@ -9,7 +9,7 @@ from typing import Any
 import dspy
 
 from fusion_dspy.endpoints import lm_name
-from fusion_dspy.errors import EndpointError, is_endpoint_failure
+from fusion_dspy.errors import EndpointError, first_line, is_endpoint_failure
 from fusion_dspy.fanout import fan_out
 from fusion_dspy.llm_text import fence, render_fields
 from fusion_dspy.parsing import SchemaAdapter, field_char_limits
@@ -55,7 +55,7 @@ class LLMRater(dspy.Module):
                     raise ValueError(f"score {score} outside 1..5")
                 return pred, None, adapter.last_parse
             except Exception as exc:  # noqa: BLE001 - unparseable rating: retry, then no score
-                error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                error = first_line(exc)
                 if is_endpoint_failure(exc):  # a dead server is not an unparseable rating: propagate
                     raise EndpointError(f"rater {lm_name(lm)} failed: {error}", endpoint=lm_name(lm),
                                         api_base=getattr(lm, "kwargs", {}).get("api_base")) from exc  # fmt: skip
