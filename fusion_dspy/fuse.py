@@ -192,7 +192,7 @@ class Fusor(dspy.Module):
                     calls += 1
                     with dspy.context(lm=attempt_lm, adapter=adapter):
                         pred = self.fuse(**inputs, **extra, **{CANDIDATES_FIELD: text}, signature=signature)
-                    outputs = {f: pred.get(f) for f in candidates.output_fields}
+                    outputs = {f: _unfence(pred.get(f)) for f in candidates.output_fields}
                     if all(v in (None, "") for v in outputs.values()):
                         raise ValueError("the fusor returned empty output fields")
                     if getattr(adapter, "last_parse", "adapter") == "lenient":
@@ -328,6 +328,16 @@ def _fallback_candidate(shown: list[Candidate], scores: dict[int, float | None] 
             best = max(s for s, _, _ in scored)
             return min((i, c) for s, i, c in scored if s == best)[1], "best-scored"
     return min(shown, key=lambda c: c.index), "first"
+
+
+_FENCE_TAG = re.compile(r"[ \t]*<\s*/?\s*candidate\b[^>]*>[ \t]*\n?", re.I)
+
+
+def _unfence(value: Any) -> Any:
+    """Drop the ``<candidate>`` tags a fusor copied along with a draft: they are our framing, not its answer."""
+    if not isinstance(value, str) or "candidate" not in value.lower():
+        return value
+    return _FENCE_TAG.sub("", value).strip()
 
 
 def _max_tokens(lm: Any) -> int:

@@ -212,3 +212,10 @@ def test_context_fitting_uses_the_servers_own_token_counts():
     with FakeOpenAIServer(reply="ok") as server:  # no /tokenize route: the conservative estimate
         fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server), context_window=4096)(candidates=cset)
     assert fusion.trimmed["chars_per_token"] == 3.0
+
+
+def test_fence_tags_copied_into_the_fused_answer_are_dropped():
+    cset = _cset(2, fields=("response",), inputs={"prompt": "p"})
+    with FakeOpenAIServer(reply='<candidate id="2">\nUse short sentences.\n</candidate>') as server:
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server))(candidates=cset)
+    assert fusion.outputs == {"response": "Use short sentences."}
