@@ -7,7 +7,8 @@ Run: .venv/bin/python benchmarks/bench_fusion_substance.py [--data ../shared/dat
 
 Part 1 (issue 12's headline): FusionOfN over the task's prompts, each fused answer measured with
 ``fusion_dspy.substance``: parsed without fallback, free of prompt framing, share copied from the
-candidates (blocks of 12+ characters), length against the candidates', stubs; and seconds.
+candidates (runs of 12+ characters), length against the candidates', stubs, degenerate loops (for
+the fused answers and for the candidates), truncation at max_tokens; and seconds.
 ``--answers`` writes every prompt, candidate and fused answer to a Markdown file to read.
 
 Part 2 (``--moa K``): K UltraFeedback prompts, one run each of FusionOfN and OptiLLM's
@@ -59,9 +60,11 @@ def fuse_many(server, examples, *, task, n: int, max_tokens: int, compare: bool,
             "id": ex.id, "prompt": str(next(iter(ex.inputs().values()))), "candidates": cands, "answer": answer,
             "comparison": pred.fusion.comparison, "fallback": pred.fallback, "truncated": pred.fusion.truncated,
             "substance": sub, "seconds": time.perf_counter() - started,
+            "candidates_degenerate": sum(assess(c, cands).degenerate for c in cands),
         })  # fmt: skip
         print(f"{ex.id}: substantive={sub.substantive} chars={sub.chars} ratio={sub.length_ratio:.2f} "
-              f"copied={sub.copied_share:.2f} framing={list(sub.framing)} {rows[-1]['seconds']:.1f}s", flush=True)  # fmt: skip
+              f"copied={sub.copied_share:.2f} framing={list(sub.framing)} repetition={sub.repetition:.2f} "
+              f"{rows[-1]['seconds']:.1f}s", flush=True)  # fmt: skip
     return rows
 
 
@@ -176,9 +179,12 @@ def main() -> None:
             summary.update({
                 "task": args.task, "data": args.data, "n": args.n, "max_tokens": args.max_tokens, "compare": args.compare,
                 "format": args.format, "truncated": sum(r["truncated"] for r in rows),
+                "candidates": sum(len(r["candidates"]) for r in rows),
+                "candidates_degenerate": sum(r["candidates_degenerate"] for r in rows),
                 "seconds": round(time.perf_counter() - started, 1),
             })  # fmt: skip
             result["substance"] = summary
+            result["rows"] = [{**r, "substance": r["substance"].to_dict()} for r in rows]
             if args.answers:
                 write_answers(args.answers, rows)
         if args.moa:
@@ -189,7 +195,7 @@ def main() -> None:
                     if len(prompts) >= args.moa:
                         break
             result["versus_moa"] = side_by_side(server, prompts, n=args.n, max_tokens=args.moa_max_tokens)
-    printable = {k: ({kk: vv for kk, vv in v.items() if kk != "examples"}) for k, v in result.items()}
+    printable = {k: ({kk: vv for kk, vv in v.items() if kk != "examples"}) for k, v in result.items() if k != "rows"}
     print(json.dumps(printable, indent=2, ensure_ascii=False))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str), encoding="utf-8")

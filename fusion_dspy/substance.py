@@ -12,7 +12,9 @@ two words where the candidates wrote paragraphs. :func:`assess` measures the ans
 
 An answer is *substantive* when it came from the fusor (no fallback), is free of framing, draws at
 least 30% of its text from the candidates, and is not a stub (under 40 characters where the
-candidates are longer).
+candidates are longer). Apart from that, an answer is *degenerate* when more than half of its word
+4-grams repeat earlier ones (a decoding loop): reported beside substance, for the answer and for the
+candidates it came from, since a small model's candidates loop too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 MIN_BLOCK = 12
 MIN_COPIED_SHARE = 0.3
 STUB_CHARS = 40
+DEGENERATE_REPETITION = 0.5
 
 # names DSPy's adapters and fusion-dspy's own prompts use, which never belong in an answer
 _PROMPT_FIELDS = ("candidates", "comparison", "compare", "analysis", "prompt", "response", "answer",
@@ -38,6 +41,17 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("field label", re.compile(r"^\W{0,3}(?:candidates|comparison|source_language|target_language|target_country)\W{0,3}:", re.I | re.M)),
     ("completion marker", re.compile(r"#\s*completed\s*#", re.I)),
 )
+
+
+def repetition(text: str, *, n: int = 4) -> float:
+    """Share of the text's word ``n``-grams that repeat an earlier one (0: none; near 1: a loop).
+
+    Small models at low temperature fall into loops ("400MA + 20A = 400MA + 20A = ..."); such an
+    answer can copy every character from the candidates and still say nothing.
+    """
+    words = (text or "").split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
 def framing_found(text: str) -> list[str]:
@@ -77,6 +91,7 @@ class Substance:
     copied_share: float
     framing: tuple[str, ...]
     fallback: bool = False
+    repetition: float = 0.0
 
     @property
     def framing_free(self) -> bool:
@@ -88,6 +103,11 @@ class Substance:
         return self.chars < STUB_CHARS and self.candidate_chars > self.chars
 
     @property
+    def degenerate(self) -> bool:
+        """Most of it repeats itself (a decoding loop)."""
+        return self.repetition > DEGENERATE_REPETITION
+
+    @property
     def substantive(self) -> bool:
         return not self.fallback and self.framing_free and self.copied_share >= MIN_COPIED_SHARE and not self.stub
 
@@ -95,6 +115,7 @@ class Substance:
         return {
             "chars": self.chars, "length_ratio": round(self.length_ratio, 3), "copied_share": round(self.copied_share, 3),
             "framing": list(self.framing), "stub": self.stub, "fallback": self.fallback, "substantive": self.substantive,
+            "repetition": round(self.repetition, 3), "degenerate": self.degenerate,
         }  # fmt: skip
 
 
@@ -110,6 +131,7 @@ def assess(answer: str, candidates: Sequence[str], *, fallback: bool = False, mi
         copied_share=copied_share(answer, texts, min_block=min_block),
         framing=tuple(framing_found(answer)),
         fallback=fallback,
+        repetition=repetition(answer),
     )
 
 
@@ -126,6 +148,7 @@ def summarize(items: Sequence[Substance]) -> dict[str, float | int]:
         "median_copied_share": statistics.median(s.copied_share for s in items),
         "median_length_ratio": statistics.median(s.length_ratio for s in items),
         "stubs": sum(s.stub for s in items),
+        "degenerate": sum(s.degenerate for s in items),
     }
 
 

@@ -52,3 +52,10 @@ def test_assess_flags_stubs_fallbacks_and_framing():
     assert not assess(CANDIDATES[0], CANDIDATES, fallback=True).substantive
     summary = summarize([good, stub])
     assert summary["answers"] == 2 and summary["substantive"] == 0.5 and summary["stubs"] == 1
+
+
+def test_a_decoding_loop_is_degenerate():
+    loop = "1. Circuit: " + "400MA + 20A = " * 40
+    sub = assess(loop, ["400MA + 20A = 420MA, so use a resistor of 10 ohms in series."])
+    assert sub.degenerate and sub.repetition > 0.9
+    assert not assess(CANDIDATES[0], CANDIDATES).degenerate
