@@ -206,7 +206,7 @@ def run_child(path: Path, out: Path, limit: int, workers: int, sample: int) -> t
     ref = subprocess.Popen(
         [sys.executable, __file__, "--reference", str(path), str(sample)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    )
     assert ref.stdout is not None and ref.stdin is not None
     if ref.stdout.readline().strip() != "ready":
         raise SystemExit("the reference process did not start")
@@ -259,7 +259,7 @@ def main() -> None:
 
     print()
     print("| run | records | seconds | records/s | reference records/s (same window) | speed-up "
-          "| CPU speed-up | main RSS MB | worker RSS MB | load avg |")  # fmt: skip
+          "| CPU speed-up | main RSS MB | worker RSS MB | load avg |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for _limit, workers, r, ref, load in runs:
         rps, ref_rps = r["records"] / r["seconds"], ref["records"] / ref["seconds"]

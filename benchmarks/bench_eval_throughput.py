@@ -128,7 +128,7 @@ def main() -> None:
     import fusion_dspy as fd
 
     results: dict = {"examples": args.examples, "max_tokens": args.max_tokens, "n": args.n, "methods": args.methods,
-                     "rule": "completion tokens = sum over choices of server-tokenized choice text"}  # fmt: skip
+                     "rule": "completion tokens = sum over choices of server-tokenized choice text"}
     with fd.embedded() as server, tempfile.TemporaryDirectory() as tmp:
         original = litellm.completion
         # warm-up (model pages, first-request overheads)
@@ -139,7 +139,7 @@ def main() -> None:
             summary, seconds, calls = run_eval(server, args.examples, args.n, args.methods, args.max_tokens, c, Path(tmp) / f"c{c}")
             tokens = count_tokens(server.api_base, [t for call in calls for t in call["texts"]])
             evals.append({"concurrency": c, "seconds": round(seconds, 2), "requests": len(calls), "completion_tokens": tokens,
-                          "tokens_per_second": round(tokens / seconds, 2), "done": summary["counts"]["done"]})  # fmt: skip
+                          "tokens_per_second": round(tokens / seconds, 2), "done": summary["counts"]["done"]})
             print(f"eval concurrency={c}: {len(calls)} requests, {tokens} tokens in {seconds:.1f}s = {tokens / seconds:.2f} tok/s", flush=True)
             if calls_for_replay is None or c == 2:
                 calls_for_replay = calls
@@ -157,13 +157,14 @@ def main() -> None:
         results["best_eval"] = best_eval
         results["eval_pct_of_best_raw"] = round(100 * best_eval["tokens_per_second"] / best_raw["tokens_per_second"], 1)
         print(f"eval (concurrency {best_eval['concurrency']}) reaches {results['eval_pct_of_best_raw']}% of raw LiteLLM "
-              f"(workers {best_raw['workers']})", flush=True)  # fmt: skip
+              f"(workers {best_raw['workers']})", flush=True)
 
         # linear cost: tokens per example, first half of the examples vs all of them (from the capture of one run)
         per_example = _tokens_per_example(calls_for_replay, server.api_base)
         half = len(per_example) // 2
         results["tokens_per_example"] = {"first_half": round(statistics.mean(per_example[:half]), 1), "all": round(statistics.mean(per_example), 1)}
-        print(f"generated tokens per example: first {half} {results['tokens_per_example']['first_half']}, all {len(per_example)} {results['tokens_per_example']['all']}")
+        per = results["tokens_per_example"]
+        print(f"generated tokens per example: first {half} {per['first_half']}, all {len(per_example)} {per['all']}")
         if args.scaling:
             results["scaling"] = []
             for k in (1, 2, 4):
@@ -171,7 +172,7 @@ def main() -> None:
                 pe = _tokens_per_example(calls, server.api_base)
                 sampling = [count_tokens(server.api_base, c["texts"]) for c in calls if c["request"].get("temperature") == 0.7]
                 row = {"n": k, "generated_tokens_per_example": round(statistics.mean(pe), 1),
-                       "sampling_tokens_per_example": round(sum(sampling) / len(pe), 1), "requests_per_example": round(len(calls) / len(pe), 2)}  # fmt: skip
+                       "sampling_tokens_per_example": round(sum(sampling) / len(pe), 1), "requests_per_example": round(len(calls) / len(pe), 2)}
                 results["scaling"].append(row)
                 print(f"N={k}: {row}", flush=True)
     if args.json:

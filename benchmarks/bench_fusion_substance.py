@@ -61,10 +61,10 @@ def fuse_many(server, examples, *, task, n: int, max_tokens: int, compare: bool,
             "comparison": pred.fusion.comparison, "fallback": pred.fallback, "truncated": pred.fusion.truncated,
             "substance": sub, "seconds": time.perf_counter() - started,
             "candidates_degenerate": sum(assess(c, cands).degenerate for c in cands),
-        })  # fmt: skip
+        })
         print(f"{ex.id}: substantive={sub.substantive} chars={sub.chars} ratio={sub.length_ratio:.2f} "
               f"copied={sub.copied_share:.2f} framing={list(sub.framing)} repetition={sub.repetition:.2f} "
-              f"{rows[-1]['seconds']:.1f}s", flush=True)  # fmt: skip
+              f"{rows[-1]['seconds']:.1f}s", flush=True)
     return rows
 
 
@@ -126,7 +126,7 @@ def side_by_side(server, prompts: list[str], *, n: int, max_tokens: int) -> dict
         "fusion_median_chars": statistics.median(fused_lengths), "moa_median_chars": statistics.median(moa_lengths),
         "length_ratio": round(statistics.median(fused_lengths) / max(1, statistics.median(moa_lengths)), 3),
         "fusion_tokens": fused_tokens, "moa_completion_tokens": moa_tokens, "examples": examples,
-    }  # fmt: skip
+    }
 
 
 def _moa(mixture_of_agents, client, prompt: str, max_tokens: int) -> tuple[str, int]:
@@ -182,7 +182,7 @@ def main() -> None:
                 "candidates": sum(len(r["candidates"]) for r in rows),
                 "candidates_degenerate": sum(r["candidates_degenerate"] for r in rows),
                 "seconds": round(time.perf_counter() - started, 1),
-            })  # fmt: skip
+            })
             result["substance"] = summary
             result["rows"] = [{**r, "substance": r["substance"].to_dict()} for r in rows]
             if args.answers:

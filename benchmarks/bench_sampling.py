@@ -27,9 +27,11 @@ import fusion_dspy as fd  # noqa: E402
 QUESTIONS = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell altogether?",
     "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?",
-    "Betty is saving money for a new wallet which costs $100. She has only half of the money. Her parents give her $15, and her grandparents twice as much. How much more money does she need?",
+    "Betty is saving money for a new wallet which costs $100. She has only half of the money. Her parents give her $15, "
+    "and her grandparents twice as much. How much more money does she need?",
     "James writes a 3-page letter to 2 different friends twice a week. How many pages does he write a year?",
-    "Mark has a garden with flowers. He planted plants of three different colors. Ten of them are yellow, and there are 80% more of those in purple. How many flowers are there?",
+    "Mark has a garden with flowers. He planted plants of three different colors. Ten of them are yellow, "
+    "and there are 80% more of those in purple. How many flowers are there?",
 ]
 
 
@@ -59,7 +61,7 @@ def main() -> None:
         def run_raw(q):
             messages = adapter.format(program.signature, [], {"question": q})
             r = litellm.completion(model="openai/embedded", api_base=server.api_base, api_key="local",
-                                   messages=messages, n=args.n, temperature=0.7, max_tokens=args.max_tokens, seed=args.seed)  # fmt: skip
+                                   messages=messages, n=args.n, temperature=0.7, max_tokens=args.max_tokens, seed=args.seed)
             return sum(len(c.message.content or "") for c in r.choices)
 
         from dspy.clients.base_lm import GLOBAL_HISTORY  # every LM call, including copies of lm
@@ -93,7 +95,7 @@ def main() -> None:
         "generated_chars": tokens,
         "speedup_vs_dspy_BestOfN": round(totals["dspy"] / totals["ours"], 2),
         "ours_over_raw": round(totals["ours"] / totals["raw"], 3),
-    }  # fmt: skip
+    }
     print(json.dumps(result, indent=2))
 
 

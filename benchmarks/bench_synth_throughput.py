@@ -51,7 +51,7 @@ def main() -> None:
     from fusion_dspy.synth import synthesize
 
     results: dict = {"count": args.count, "n": args.n, "max_tokens": args.max_tokens, "methods": args.methods,
-                     "rule": "completion tokens = sum over choices of server-tokenized choice text"}  # fmt: skip
+                     "rule": "completion tokens = sum over choices of server-tokenized choice text"}
     with fd.embedded() as server, tempfile.TemporaryDirectory() as tmp:
         original = litellm.completion
         original(model=server.endpoint.model, api_base=server.api_base, api_key="x", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
@@ -62,13 +62,13 @@ def main() -> None:
             with Capture() as cap:
                 started = time.perf_counter()
                 stats = synthesize(args.prompts, Path(tmp) / f"c{c}", pool=pool, limit=args.count, methods=args.methods.split(","),
-                                   max_tokens=args.max_tokens, concurrency=c)  # fmt: skip
+                                   max_tokens=args.max_tokens, concurrency=c)
                 seconds = time.perf_counter() - started
             tokens = count_tokens(server.api_base, [t for call in cap.calls for t in call["texts"]])
             runs.append({"concurrency": c, "rows": stats.done, "failed": stats.failed, "requests": len(cap.calls), "seconds": round(seconds, 2),
-                         "completion_tokens": tokens, "tokens_per_second": round(tokens / seconds, 2)})  # fmt: skip
+                         "completion_tokens": tokens, "tokens_per_second": round(tokens / seconds, 2)})
             print(f"synth concurrency={c}: {stats.done} rows, {len(cap.calls)} requests, {tokens} tokens in {seconds:.1f}s "
-                  f"= {tokens / seconds:.2f} tok/s", flush=True)  # fmt: skip
+                  f"= {tokens / seconds:.2f} tok/s", flush=True)
             if captured is None or c == 2:
                 captured = cap.calls
         results["synth"] = runs
@@ -83,7 +83,7 @@ def main() -> None:
         best = max(runs, key=lambda r: r["tokens_per_second"])
         results["synth_pct_of_best_raw"] = round(100 * best["tokens_per_second"] / best_raw["tokens_per_second"], 1)
         print(f"synth (concurrency {best['concurrency']}) reaches {results['synth_pct_of_best_raw']}% of raw LiteLLM "
-              f"(workers {best_raw['workers']})", flush=True)  # fmt: skip
+              f"(workers {best_raw['workers']})", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -39,7 +39,7 @@ def _eval(data: Path, out: Path, api_base: str, work: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "DSPY_CACHEDIR": str(work / "dspy_cache")}
     cmd = [sys.executable, "-m", "fusion_dspy.cli.main", "eval", "--task", SPEC, "--data", str(data), "--out", str(out),
            "--n", "2", "--methods", "fusion,majority", "--max-tokens", "32", "--concurrency", "4", "--no-progress",
-           "--model", "openai/fake", "--api-base", api_base]  # fmt: skip
+           "--model", "openai/fake", "--api-base", api_base]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             preexec_fn=_default_sigint)
 
@@ -65,13 +65,13 @@ def main() -> None:
             proc.wait(60)
             done, distinct, failed = count_records(out)
             rounds.append({"round": f"{args.signal} {k + 1}", "done": done, "distinct": distinct, "failed": len(failed),
-                           "exit": proc.returncode})  # fmt: skip
+                           "exit": proc.returncode})
         for k in range(5):  # complete; rerun while failures remain
             proc = _eval(data, out, srv.api_base, work)
             proc.wait(600)
             done, distinct, failed = count_records(out)
             rounds.append({"round": f"complete {k + 1}", "done": done, "distinct": distinct, "failed": len(failed),
-                           "lost": args.examples - done - len(failed), "exit": proc.returncode})  # fmt: skip
+                           "lost": args.examples - done - len(failed), "exit": proc.returncode})
             if not failed:
                 break
     for r in rounds:

@@ -93,7 +93,7 @@ def soak(
         sampler.start()
         result = CliRunner().invoke(app, ["eval", "--task", SPEC, "--data", str(data), "--out", str(out), "--n", str(n),
                                           "--methods", methods, "--max-tokens", "32", "--concurrency", str(concurrency),
-                                          "--no-progress", "--model", "openai/fake", "--api-base", api_base])  # fmt: skip
+                                          "--no-progress", "--model", "openai/fake", "--api-base", api_base])
         seconds = time.perf_counter() - started
         stop.set()
         sampler.join(2)
@@ -152,7 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     work = args.dir or tempfile.mkdtemp(prefix="soak_eval_")
     figures = soak(args.examples, work, concurrency=args.concurrency, fail_rate=args.fail_rate, delay_rate=args.delay_rate,
-                   delay_seconds=args.delay_seconds, seed=args.seed)  # fmt: skip
+                   delay_seconds=args.delay_seconds, seed=args.seed)
     print(json.dumps(figures, indent=1))
 
 

@@ -325,7 +325,7 @@ def check_pool(pool: Pool, timeout: float = DEFAULT_CHECK_TIMEOUT) -> None:
         raise EndpointError(
             f"{len(errors)} endpoints are not usable:\n" + "\n".join(f"  - {e}" for e in errors),
             endpoint=first.endpoint, api_base=first.api_base,
-        )  # fmt: skip
+        )
 
 
 def _check_provider(endpoint: Endpoint) -> None:
@@ -367,7 +367,7 @@ def _check_url(endpoint: Endpoint, api_base: str, timeout: float) -> None:
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
                 raise EndpointError(f"{where} rejects the API key (HTTP {exc.code} on GET {url}); check api_key",
-                                    endpoint=endpoint.name, api_base=api_base) from None  # fmt: skip
+                                    endpoint=endpoint.name, api_base=api_base) from None
             last = f"GET {url} answered HTTP {exc.code}"
             if exc.code < 500:
                 answered = True  # the server is up, it just has no such route
@@ -377,7 +377,7 @@ def _check_url(endpoint: Endpoint, api_base: str, timeout: float) -> None:
                 f"{where} is not reachable within {timeout:g} s ({type(reason).__name__}: {reason}); "
                 "start the server or fix api_base",
                 endpoint=endpoint.name, api_base=api_base,
-            ) from None  # fmt: skip
+            ) from None
     if answered:
         logger.info("%s answers HTTP but has neither /models nor /health; assuming it is up", where)
         return

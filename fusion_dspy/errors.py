@@ -91,7 +91,7 @@ _ENDPOINT_FAILURE_NAMES = frozenset(
         "RateLimitError", "AuthenticationError", "PermissionDeniedError", "NotFoundError", "APIError",
         "ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError",
     }
-)  # fmt: skip
+)
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

@@ -139,7 +139,7 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
             "fallbacks": g.fallbacks, "failed": g.failed,
             "framed": g.framed,
             "length_ratio": statistics.median(g.length_ratios) if g.length_ratios else math.nan,
-        }  # fmt: skip
+        }
         if corpus and g.examples:
             try:
                 row["corpus"] = {name: float(v) for name, v in task.corpus_metrics(g.examples, g.predictions).items()}
@@ -228,7 +228,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
     corpus_names = sorted({name for r in summary["rows"] for name in (r.get("corpus") or {}) if name != "error"})
     c = summary["counts"]
     head = ["method", "N", "language", "metric", "95% CI", "count", "prompt tok/ex", "completion tok/ex", "total tok/ex",
-            "length / candidates", "framing", "fallbacks", "failed"]  # fmt: skip
+            "length / candidates", "framing", "fallbacks", "failed"]
     lines = [
         f"# Evaluation of {summary.get('task') or 'task'}",
         "",
@@ -244,7 +244,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
     for r in summary["rows"]:
         cells = [r["method"], str(r["n"]), r["language"], _fmt(r["mean"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
                  str(r["count"]), f"{r['tokens_prompt']:.0f}", f"{r['tokens_completion']:.0f}", f"{r['tokens_total']:.0f}",
-                 _fmt(r.get("length_ratio", math.nan), 2), str(r.get("framed", 0)), str(r["fallbacks"]), str(r["failed"])]  # fmt: skip
+                 _fmt(r.get("length_ratio", math.nan), 2), str(r.get("framed", 0)), str(r["fallbacks"]), str(r["failed"])]
         corpus = r.get("corpus") or {}
         cells += [_fmt(corpus[name], 2) if name in corpus else "" for name in corpus_names]
         lines.append("| " + " | ".join(cells) + " |")

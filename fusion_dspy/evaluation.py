@@ -218,7 +218,7 @@ def roles_from_pool(pool: Any, *, max_tokens: int, cache: bool = True, rater_wor
         samples_per_teacher=pool.samples_per_teacher,
         temperature=pool.temperature if several else None,
         describe={"teachers": list(pool.teachers), "fusor": pool.fusor_name, "scorer": scorer_name,
-                  "samples_per_teacher": pool.samples_per_teacher if several else None},  # fmt: skip
+                  "samples_per_teacher": pool.samples_per_teacher if several else None},
         judge_lm=rater_lm,
     )
 
@@ -268,7 +268,7 @@ def run(
             on_record(rec)
 
     logger.info("evaluating %d examples of %s: N=%s, methods %s -> %s", len(plan.examples), plan.task.name,
-                ",".join(map(str, plan.ns)), ",".join(plan.methods), out)  # fmt: skip
+                ",".join(map(str, plan.ns)), ",".join(plan.methods), out)
     try:
         stats = run_items(items(), work, store, concurrency=plan.concurrency, on_record=recorded, progress=bar, stop=stop)
     finally:
@@ -312,7 +312,7 @@ def evaluate(
         cache: use DSPy's response cache (turn off to measure speed).
     """
     plan = prepare(task, data_path, limit=limit, n=4 if n is None else n, methods=methods, max_tokens=max_tokens,
-                   concurrency=concurrency, skip_bad_rows=skip_bad_rows, seed=seed, n_given=n is not None)  # fmt: skip
+                   concurrency=concurrency, skip_bad_rows=skip_bad_rows, seed=seed, n_given=n is not None)
     roles = pool if isinstance(pool, EvalRoles) else roles_from_pool(pool, max_tokens=max_tokens, cache=cache)
     return run(plan, roles, out_dir or default_out_dir(plan.task.name), progress=progress)
 
@@ -374,10 +374,10 @@ class _Worker:
         if len(self.roles.teachers) == 1:
             lm = next(iter(self.roles.teachers.values()))
             cset = sample_candidates(program, inputs, lm=lm, n=self.plan.n_max, temperature=self.roles.temperature,
-                                     rollout_offset=self.plan.seed)  # fmt: skip
+                                     rollout_offset=self.plan.seed)
         else:
             cset = sample_candidates(program, inputs, pool=self.roles.teachers, samples_per_model=self.roles.samples_per_teacher,
-                                     temperature=self.roles.temperature, rollout_offset=self.plan.seed)  # fmt: skip
+                                     temperature=self.roles.temperature, rollout_offset=self.plan.seed)
         methods: dict[str, Any] = {}
         if "greedy" in self.plan.methods:
             methods["greedy"] = self._greedy(program, inputs)
@@ -425,7 +425,7 @@ class _Worker:
         if base.get("status") == "failed" or not base.get("outputs"):
             # without its baseline nothing in this example can be scored: fail it, a rerun retries it
             raise FusionError(f"the baseline method {self.task.baseline_method!r} failed ({base.get('error', 'no answer')}), "
-                              "so no method of this example can be scored")  # fmt: skip
+                              "so no method of this example can be scored")
         return example.copy(baseline=base["outputs"].get(self.task.answer_field))
 
     def _aggregate(self, cset: Any, example: Any) -> dict[str, Any]:

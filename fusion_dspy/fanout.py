@@ -38,7 +38,7 @@ def _executor(depth: int) -> ThreadPoolExecutor:
         ex = _executors.get(depth)
         if ex is None:
             ex = ThreadPoolExecutor(max_workers=MAX_THREADS, thread_name_prefix=f"fusion-fanout-{depth}",
-                                    initializer=_mark_depth, initargs=(depth + 1,))  # fmt: skip
+                                    initializer=_mark_depth, initargs=(depth + 1,))
             _executors[depth] = ex
         return ex
 

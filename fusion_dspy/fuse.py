@@ -165,7 +165,8 @@ class Fusor(dspy.Module):
             chosen, how = _fallback_candidate(shown, fallback_scores)
             reason = f"context overflow, no fusor call ({exc}); returned the {how} candidate"
             logger.warning(reason)
-            return Fusion(dict(chosen.outputs), "", tuple(c.index for c in shown), Usage(), reason, None, {"policy": self.context_policy, "overflow": str(exc)})
+            overflow = {"policy": self.context_policy, "overflow": str(exc)}
+            return Fusion(dict(chosen.outputs), "", tuple(c.index for c in shown), Usage(), reason, None, overflow)
         text = self._candidates_text(shown, candidates.output_fields)
         inputs = {k: v for k, v in candidates.inputs.items() if k in self.fuse.signature.input_fields}
         signature = self._call_signature(candidates.inputs, language)
@@ -179,7 +180,7 @@ class Fusor(dspy.Module):
             for attempt in range(1 + self.retries):
                 # a private copy per attempt: its history (finish reason, raw text) is this call's alone
                 attempt_lm = lm.copy(max_tokens=max_tokens) if attempt == 0 else lm.copy(
-                    rollout_id=attempt, max_tokens=max_tokens, temperature=max(0.3, lm.kwargs.get("temperature") or 0.0))  # fmt: skip
+                    rollout_id=attempt, max_tokens=max_tokens, temperature=max(0.3, lm.kwargs.get("temperature") or 0.0))
                 try:
                     extra: dict[str, Any] = {}
                     if self.compare is not None and not comparison:
@@ -208,7 +209,7 @@ class Fusor(dspy.Module):
                     error = first_line(exc)
                     if is_endpoint_failure(exc):  # a dead server is not bad output: never hide it behind a fallback
                         raise EndpointError(f"fusor {lm_name(lm)} failed: {error}", endpoint=lm_name(lm),
-                                            api_base=getattr(lm, "kwargs", {}).get("api_base")) from exc  # fmt: skip
+                                            api_base=getattr(lm, "kwargs", {}).get("api_base")) from exc
                     raw = _last_text(attempt_lm) or raw
                     logger.info("fusion attempt %d failed: %s", attempt + 1, error)
             usage = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=time.perf_counter() - started, calls=calls)
@@ -309,9 +310,9 @@ class Fusor(dspy.Module):
             after -= _tokens(render_fields(gone.outputs, cset.output_fields)) + 12
         if after > budget:
             raise AggregationError(f"even one trimmed candidate ({after} tokens) does not fit the fusor's context "
-                                   f"window ({window} tokens, {budget} left after the task and max_tokens={max_tokens})")  # fmt: skip
+                                   f"window ({window} tokens, {budget} left after the task and max_tokens={max_tokens})")
         info = {"policy": self.context_policy, "window": window, "budget_tokens": budget, "tokens_before": before,
-                "tokens_after": after, "dropped": dropped, "chars_per_token": round(cpt, 3)}  # fmt: skip
+                "tokens_after": after, "dropped": dropped, "chars_per_token": round(cpt, 3)}
         logger.info("candidates trimmed to fit the fusor's context: %s", info)
         return out, info
 

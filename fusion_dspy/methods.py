@@ -74,7 +74,8 @@ class Aggregators:
                 if self.task is None or example is None:
                     raise ConfigurationError("method 'oracle' needs the task and the gold example")
                 metric, ex = self.task.metric, example
-                sel = select_best(cset, CallableScorer(lambda _inputs, pred, metric=metric, ex=ex: metric(ex, pred), name="oracle"), method="oracle", seed=self.seed)
+                oracle = CallableScorer(lambda _inputs, pred, metric=metric, ex=ex: metric(ex, pred), name="oracle")
+                sel = select_best(cset, oracle, method="oracle", seed=self.seed)
                 results[method] = _selection_result(sel, cset)
             elif method == "majority":
                 if self.task is None or self.task.normalize is None:

@@ -65,7 +65,7 @@ class _Sampled(dspy.Module):
             self.program, inputs, lm=self.sampler_lm, n=self.n, pool=self.pool,
             samples_per_model=self.samples_per_model, temperature=self.temperature,
             strategy=self.strategy, max_workers=self.max_workers, dedupe=self.dedupe,
-        )  # fmt: skip
+        )
 
     async def aforward(self, **inputs: Any) -> dspy.Prediction:
         # Candidates are sampled with threads; run the whole step off the event loop (context is copied).
@@ -132,7 +132,7 @@ class FusionOfN(_Sampled):
             task_signature(program), lm=fusor, instruction=instruction, seed=seed, fenced=fenced, format=format,
             compare=compare, language=language, use_schema=use_schema, context_window=context_window,
             context_policy=context_policy,
-        )  # fmt: skip
+        )
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
         if self.fusor.lm is None and dspy.settings.lm is None:
@@ -146,7 +146,7 @@ class FusionOfN(_Sampled):
         return dspy.Prediction(
             **fusion.outputs, candidates=cset, fusion=fusion, fallback=fusion.fallback,
             usage=Usage.breakdown(cset.usage, fusion.usage),
-        )  # fmt: skip
+        )
 
 
 class BestOfN(_Sampled):
@@ -192,4 +192,4 @@ class BestOfN(_Sampled):
         return dspy.Prediction(
             **selection.outputs, candidates=cset, selection=selection, fallback=selection.fallback,
             usage=Usage.breakdown(cset.usage, selection.usage),
-        )  # fmt: skip
+        )

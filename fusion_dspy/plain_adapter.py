@@ -160,7 +160,7 @@ def parse_plain(signature: type[dspy.Signature], completion: str, *, adapter_nam
         raise AdapterParseError(
             adapter_name=adapter_name, signature=signature, lm_response=completion,
             message=f"no line starting with {field_label(missing[0])!r}:",
-        )  # fmt: skip
+        )
     starts = sorted((pos[0], name) for name, pos in found.items())
     values: dict[str, Any] = {first: text[: starts[0][0]].strip()}
     for k, (_, name) in enumerate(starts):
@@ -183,7 +183,7 @@ def _coerce(signature, name: str, value: str, adapter_name: str, completion: str
         raise AdapterParseError(
             adapter_name=adapter_name, signature=signature, lm_response=completion,
             message=f"field {name!r}: cannot read {value[:60]!r} as {getattr(ann, '__name__', ann)}: {exc}",
-        ) from exc  # fmt: skip
+        ) from exc
 
 
 def _describe(signature: type[dspy.Signature], name: str) -> str:

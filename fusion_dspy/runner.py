@@ -40,7 +40,7 @@ class RunStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {"done": self.done, "skipped": self.skipped, "failed": self.failed, "interrupted": self.interrupted,
-                "seconds": round(self.seconds, 2), "failures": self.failures[:20]}  # fmt: skip
+                "seconds": round(self.seconds, 2), "failures": self.failures[:20]}
 
 
 def failures_path(store: RecordStore) -> Path:

@@ -31,7 +31,7 @@ DEGENERATE_REPETITION = 0.5
 
 # names DSPy's adapters and fusion-dspy's own prompts use, which never belong in an answer
 _PROMPT_FIELDS = ("candidates", "comparison", "compare", "analysis", "prompt", "response", "answer",
-                  "reasoning", "question", "translation", "task", "completed")  # fmt: skip
+                  "reasoning", "question", "translation", "task", "completed")
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("DSPy field marker", re.compile(r"\[\[\s*#+\s*\w+\s*#+\s*\]\]|\[\s*#+\s*\w+\s*#+\s*\]|^\s*#{1,3}\s*\w+\s*#{1,3}\s*$", re.M)),
     ("placeholder", re.compile(r"\{\s*(?:" + "|".join(_PROMPT_FIELDS) + r")\s*\}", re.I)),
@@ -116,7 +116,7 @@ class Substance:
             "chars": self.chars, "length_ratio": round(self.length_ratio, 3), "copied_share": round(self.copied_share, 3),
             "framing": list(self.framing), "stub": self.stub, "fallback": self.fallback, "substantive": self.substantive,
             "repetition": round(self.repetition, 3), "degenerate": self.degenerate,
-        }  # fmt: skip
+        }
 
 
 def assess(answer: str, candidates: Sequence[str], *, fallback: bool = False, min_block: int = MIN_BLOCK) -> Substance:

@@ -73,7 +73,7 @@ ROLES = ("system", "user", "assistant")
 DEFAULT_LANGUAGE_UNIVERSE = (
     "en", "de", "fr", "es", "pt", "it", "nl", "ru", "pl", "uk", "cs", "sv", "tr", "ar", "fa",
     "hi", "bn", "zh", "ja", "ko", "vi", "id", "th", "sw", "el", "he", "ro", "hu", "da", "fi",
-)  # fmt: skip
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ def prompt_from_value(value: Any, *, path: str, line: int) -> Prompt:
                 raise DataError(
                     f"prompt message {i} must be an object with a role ({', '.join(ROLES)}) and a string content",
                     path=path, line=line,
-                )  # fmt: skip
+                )
             messages.append({"role": m["role"], "content": m["content"]})
         if not messages:
             raise DataError("the prompt is an empty list of messages", path=path, line=line)
@@ -122,7 +122,7 @@ def prompt_from_value(value: Any, *, path: str, line: int) -> Prompt:
             raise DataError(
                 f"the prompt's last message is from the {messages[-1]['role']}; it must be the user turn to answer",
                 path=path, line=line,
-            )  # fmt: skip
+            )
         if not messages[-1]["content"].strip():
             raise DataError("the prompt's last user message is empty", path=path, line=line)
         return Prompt(tuple(messages), where)
@@ -394,7 +394,7 @@ class SynthStats:
             "completion_tokens_per_second": round(self.completion_tokens_per_second, 2),
             "records": self.records_path, "parquet": self.parquet_path,
             "failures": self.failures[:20], "bad_row_examples": self.bad_row_examples[:20],
-        }  # fmt: skip
+        }
 
 
 def synth_program(instruction: str = SYNTH_INSTRUCTION) -> Any:
@@ -510,7 +510,7 @@ def synthesize_one(setup: _Setup, prompt: Prompt, *, attempt: int = 0) -> dict[s
     cset = sample_candidates(
         setup.program, {"prompt": prompt.text}, pool=setup.teachers, samples_per_model=setup.samples,
         temperature=setup.temperature, rollout_offset=attempt * setup.samples,
-    )  # fmt: skip
+    )
     kept, report = apply_filters(cset, prompt.text, setup.filters)
     if not kept.candidates:
         reasons = Counter(d["reason"].split(":")[0] for d in report["dropped"])
@@ -659,7 +659,9 @@ def synthesize(
         raise ConfigurationError(f"limit must be >= 1, got {limit}")
     if concurrency < 1:
         raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
-    setup = build_setup(pool, methods=methods, samples_per_teacher=samples_per_teacher, temperature=temperature, max_tokens=max_tokens, filters=filters)
+    setup = build_setup(
+        pool, methods=methods, samples_per_teacher=samples_per_teacher, temperature=temperature, max_tokens=max_tokens, filters=filters
+    )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"--out {out} exists and is not a folder")
@@ -692,7 +694,7 @@ def synthesize(
     run = run_items(
         items(), lambda payload: synthesize_one(setup, payload[0], attempt=payload[1]), store,
         concurrency=concurrency, on_record=on_record, progress=progress, stop=stop,
-    )  # fmt: skip
+    )
     stats.done, stats.skipped, stats.failed = run.done, run.skipped, run.failed
     stats.interrupted, stats.seconds, stats.failures = run.interrupted, run.seconds, run.failures
     stats.bad_rows, stats.bad_row_examples = bad.count, bad.examples

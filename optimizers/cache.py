@@ -118,7 +118,7 @@ class CandidateCache:
             logger.info("sampling %d more candidate(s) of %s for %s (cached: %d)", n - have, name, example_id, have)
             fresh = sample_candidates(
                 program, inputs, pool={name: lm}, samples_per_model=n - have, temperature=temperature, rollout_offset=have,
-            )  # fmt: skip
+            )
             self.drawn = self.drawn + fresh.usage
             shifted = [Candidate(c.index, c.model, have + c.sample, c.outputs, c.usage, c.error, c.raw, c.parse) for c in fresh.candidates]
             grown = combine([pool, CandidateSet(fresh.inputs, tuple(shifted), fresh.output_fields, fresh.usage)] if pool else [fresh])

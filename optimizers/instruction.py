@@ -159,7 +159,10 @@ def feedback_metric(task: Task) -> Callable[..., dspy.Prediction]:
                 parts.append(f"Reference: {_short(expected)}")
             parts.append(f"Fused answer: {_short(got)}")
         if getattr(pred, "fallback", None):
-            parts.append("The fusor's output was unusable, so a candidate was returned instead: the instruction should make the output format easier to follow.")
+            parts.append(
+                "The fusor's output was unusable, so a candidate was returned instead: "
+                "the instruction should make the output format easier to follow."
+            )
         return dspy.Prediction(score=score, feedback=" ".join(parts))
 
     return metric
@@ -427,10 +430,10 @@ def _run_optimizer(
     if optimizer == "miprov2":
         if isinstance(budget, str):
             mipro = MIPROv2(metric=task.metric, prompt_model=proposer_lm, task_model=fusor_lm, auto=budget,
-                            max_bootstrapped_demos=0, max_labeled_demos=0, num_threads=num_threads, seed=seed, verbose=False)  # fmt: skip
+                            max_bootstrapped_demos=0, max_labeled_demos=0, num_threads=num_threads, seed=seed, verbose=False)
             return mipro.compile(student, trainset=trainset, valset=trainset, minibatch=len(trainset) > 35)
         mipro = MIPROv2(metric=task.metric, prompt_model=proposer_lm, task_model=fusor_lm, auto=None, num_candidates=budget,
-                        max_bootstrapped_demos=0, max_labeled_demos=0, num_threads=num_threads, seed=seed, verbose=False)  # fmt: skip
+                        max_bootstrapped_demos=0, max_labeled_demos=0, num_threads=num_threads, seed=seed, verbose=False)
         return mipro.compile(student, trainset=trainset, valset=trainset, num_trials=budget, minibatch=len(trainset) > 35)
     breadth, depth = _COPRO_BUDGETS[budget] if isinstance(budget, str) else (budget, 1)
     copro = COPRO(prompt_model=proposer_lm, metric=task.metric, breadth=breadth, depth=depth, init_temperature=1.0)

@@ -147,7 +147,9 @@ class SearchSpace:
         if bad:
             raise ConfigurationError(f"unknown method(s) {', '.join(bad)}; valid methods: {', '.join(METHODS)}")
         if "majority" in method and task.normalize is None:
-            raise ConfigurationError(f"task {task.name!r} has no answer normaliser, so 'majority' cannot be searched; valid: {', '.join(allowed_methods)}")
+            raise ConfigurationError(
+                f"task {task.name!r} has no answer normaliser, so 'majority' cannot be searched; valid: {', '.join(allowed_methods)}"
+            )
         return cls(n, temperature, teachers, method, fusor, rater)
 
     def teacher_subsets(self) -> tuple[str, ...]:
@@ -172,7 +174,7 @@ class SearchSpace:
 
     def to_dict(self) -> dict[str, list[Any]]:
         return {"n": list(self.n), "temperature": list(self.temperature), "teachers": list(self.teachers),
-                "method": list(self.method), "fusor": list(self.fusor), "rater": list(self.rater)}  # fmt: skip
+                "method": list(self.method), "fusor": list(self.fusor), "rater": list(self.rater)}
 
 
 @dataclass(frozen=True)
@@ -373,7 +375,7 @@ def _evaluate_example(ctx: SearchContext, config: TrialConfig, example: Any) -> 
         run = ctx.aggregators(config).run(cset, [config.method], example)[config.method]
         u = run["usage"]["aggregation"]
         result = {"outputs": run["outputs"], "fallback": run.get("fallback"),
-                  "aggregation": {k: u[k] for k in ("prompt_tokens", "completion_tokens", "seconds", "calls")}}  # fmt: skip
+                  "aggregation": {k: u[k] for k in ("prompt_tokens", "completion_tokens", "seconds", "calls")}}
         ctx.results.put(key, result)
     a = result["aggregation"]
     aggregation = Usage(a["prompt_tokens"], a["completion_tokens"], a["seconds"], a["calls"])
@@ -540,7 +542,7 @@ def run_search(
         chosen_sampler = optuna.samplers.TPESampler(seed=run_seed, constraints_func=constraints, n_startup_trials=max(2, min(10, trials // 2)))
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0) if objective.kind == "budget" else optuna.pruners.NopPruner()
     study = optuna.create_study(storage=rdb, study_name=study_name, directions=objective.directions,
-                                load_if_exists=True, sampler=chosen_sampler, pruner=pruner)  # fmt: skip
+                                load_if_exists=True, sampler=chosen_sampler, pruner=pruner)
     if not existed:
         for key, value in attrs.items():
             study.set_user_attr(key, value)
@@ -549,7 +551,7 @@ def run_search(
     ctx = SearchContext(
         task, list(examples), models, CandidateCache(cache_path or out / "candidates.jsonl", task_name=task.name),
         ResultCache(out / "aggregations.jsonl"), num_threads=num_threads, batch_size=batch_size, seed=seed,
-    )  # fmt: skip
+    )
     study.optimize(lambda trial: _objective(trial, ctx, space, objective), n_trials=trials)
 
     best, chosen = pick(study, objective)
@@ -557,7 +559,7 @@ def run_search(
     result.plot = plot_trials(study, objective, chosen, out / "pareto.png")
     if chosen is not None and models.endpoints:
         result.pool_file = write_pool(out / "chosen_pool.yaml", TrialConfig.from_params(chosen.params), models, chosen,
-                                      study_name=study_name, storage=storage, task=task.name)  # fmt: skip
+                                      study_name=study_name, storage=storage, task=task.name)
     (out / "trials.json").write_text(json.dumps(result.rows(), indent=2, default=str), encoding="utf-8")
     return result
 
@@ -597,7 +599,7 @@ def _record(trial: Any, score: ConfigScore, objective: Objective) -> None:
     trial.set_user_attr("detail", {
         "examples": len(score.scores), "sampling_tokens": score.sampling.total_tokens,
         "aggregation_tokens": score.aggregation.total_tokens, "fallbacks": score.fallbacks, "failures": score.failures,
-    })  # fmt: skip
+    })
     if objective.kind == "budget":
         assert objective.budget is not None
         trial.set_user_attr("constraint", score.tokens_per_example - objective.budget)
@@ -628,24 +630,29 @@ def plot_trials(study: Any, objective: Objective, chosen: Any | None, path: Path
     import matplotlib.pyplot as plt
     import optuna
 
-    done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("metric") is not None and t.user_attrs.get("tokens_per_example") is not None]
+    done = [
+        t for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get("metric") is not None and t.user_attrs.get("tokens_per_example") is not None
+    ]
     if not done:
         return None
     front = _front([t for t in done if t.state == optuna.trial.TrialState.COMPLETE])
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for state, style in (("COMPLETE", dict(c="tab:blue", alpha=0.5, label="trial")), ("PRUNED", dict(c="tab:gray", marker="x", alpha=0.6, label="pruned"))):
+    styles = (("COMPLETE", dict(c="tab:blue", alpha=0.5, label="trial")), ("PRUNED", dict(c="tab:gray", marker="x", alpha=0.6, label="pruned")))
+    for state, style in styles:
         pts = [t for t in done if t.state.name == state]
         if pts:
             ax.scatter([t.user_attrs["tokens_per_example"] for t in pts], [t.user_attrs["metric"] for t in pts], **style)
     if front:
         ax.plot([t.user_attrs["tokens_per_example"] for t in front], [t.user_attrs["metric"] for t in front],
-                "-o", c="tab:red", label="Pareto front")  # fmt: skip
+                "-o", c="tab:red", label="Pareto front")
     if chosen is not None:
         ax.scatter([chosen.user_attrs["tokens_per_example"]], [chosen.user_attrs["metric"]], s=180, facecolors="none",
-                   edgecolors="black", linewidths=2, label=f"chosen (trial {chosen.number})")  # fmt: skip
+                   edgecolors="black", linewidths=2, label=f"chosen (trial {chosen.number})")
         p = chosen.params
         label = f"n={p.get('n')} {p.get('method')} t={p.get('temperature')}"
-        ax.annotate(label, (chosen.user_attrs["tokens_per_example"], chosen.user_attrs["metric"]), textcoords="offset points", xytext=(8, -14), fontsize=8)
+        point = (chosen.user_attrs["tokens_per_example"], chosen.user_attrs["metric"])
+        ax.annotate(label, point, textcoords="offset points", xytext=(8, -14), fontsize=8)
     if objective.kind == "budget":
         ax.axvline(objective.budget, ls="--", c="tab:orange", label=f"budget {objective.budget:g}")
     ax.set_xlabel("tokens per example (sampling + aggregation)")
@@ -689,7 +696,8 @@ def write_pool(path: str | Path, config: TrialConfig, models: Models, trial: Any
         roles["rater"] = config.aggregator
     optimized: dict[str, Any] = {"method": config.method, "n": config.n, **provenance}
     if trial is not None:
-        optimized.update({"trial": trial.number, "metric": trial.user_attrs.get("metric"), "tokens_per_example": trial.user_attrs.get("tokens_per_example")})
+        attrs = trial.user_attrs
+        optimized.update({"trial": trial.number, "metric": attrs.get("metric"), "tokens_per_example": attrs.get("tokens_per_example")})
     doc = {"model_list": model_list_of([models.endpoints[n] for n in used]), "fusion_dspy": roles, "optimized": optimized}
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

@@ -230,7 +230,7 @@ def _langcodes_name(code: str) -> str | None:
         if not lang.is_valid():
             return None
         name = lang.language_name()
-    except Exception:  # langcodes raises several types for odd tags
+    except Exception:  # noqa: BLE001 - langcodes raises several types for odd tags
         return None
     return name if name and name.lower() != code.lower() else None
 

@@ -269,7 +269,7 @@ def test_several_teachers_default_to_the_whole_pool(data, tmp_path):
     with FakeOpenAIServer(model_name="a") as a, FakeOpenAIServer(model_name="b") as b:
         eps = {"a": Endpoint("a", "openai/a", api_base=a.api_base, num_retries=0), "b": Endpoint("b", "openai/b", api_base=b.api_base, num_retries=0)}
         summary = evaluate(TINY, data, pool=Pool(eps, ("a", "b"), samples_per_teacher=2), out_dir=tmp_path / "z",
-                           methods="oracle", progress=False, cache=False)  # fmt: skip
+                           methods="oracle", progress=False, cache=False)
     assert summary["ns"] == [4]
     rec = next(iter_records(tmp_path / "z" / "records.jsonl"))
     assert [c["model"] for c in rec["candidates"]["candidates"]] == ["a", "a", "b", "b"]
@@ -348,7 +348,7 @@ def test_summary_reports_length_against_the_candidates_and_framing(tmp_path):
             "fusion": {"outputs": {"answer": "{answer}"}, "score": 0.0, "usage": {}},
             "bon": {"outputs": {"answer": "y" * 150}, "score": 1.0, "usage": {}},
         },
-    }  # fmt: skip
+    }
     path = tmp_path / "records.jsonl"
     path.write_text(json.dumps(rec) + "\n", encoding="utf-8")
     rows = {r["method"]: r for r in summarize(path)["rows"] if r["language"] == "all"}

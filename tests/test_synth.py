@@ -79,7 +79,8 @@ def test_jsonl_string_and_chat_prompts(tmp_path):
         [
             {"prompt": "how to cook t-bone in the oven", "chosen": "x"},
             {"prompt": [{"role": "user", "content": "Wie kocht man Steak?"}]},
-            {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye?"}]},
+            {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                        {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye?"}]},
         ],
     )
     prompts = list(read_prompts(path))

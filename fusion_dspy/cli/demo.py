@@ -50,7 +50,7 @@ def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 384, seed:
         program, {"prompt": prompt}, lm=sampler, n=n,
         pool=pool.teacher_lms(max_tokens=max_tokens, cache=False) if multi else None,
         samples_per_model=pool.samples_per_teacher,
-    )  # fmt: skip
+    )
     fusor_lm = pool.endpoints[pool.fusor_name].lm(max_tokens=max_tokens, temperature=0.0, cache=False)
     rater_lm = pool.endpoints[pool.rater_name].lm(max_tokens=max(96, max_tokens // 2), temperature=0.0, cache=False)
     fusor = Fusor(program.signature, lm=fusor_lm, seed=seed, compare=compare)
@@ -68,7 +68,7 @@ def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 384, seed:
             {"index": c.index, "model": c.model, "sample": c.sample, "answer": c.outputs.get("response"),
              "error": c.error, "parse": c.parse}
             for c in cset.candidates
-        ],  # fmt: skip
+        ],
         "best_of_n": {
             "index": selection["index"],
             "answer": selection["outputs"].get("response"),
@@ -132,7 +132,8 @@ def _print_report(report: dict[str, Any]) -> None:
         title = f"candidate {c['index']} ({c['model']}#{c['sample']}) score {scores.get(c['index'])}"
         console.print(Panel(str(body), title=title))
     bon = report["best_of_n"]
-    console.print(Panel(str(bon["answer"]), title=f"Best-of-N pick: candidate {bon['index']}" + (f" (fallback: {bon['fallback']})" if bon["fallback"] else "")))
+    note = f" (fallback: {bon['fallback']})" if bon["fallback"] else ""
+    console.print(Panel(str(bon["answer"]), title=f"Best-of-N pick: candidate {bon['index']}{note}"))
     fusion = report["fusion"]
     if fusion["comparison"]:
         console.print(Panel(fusion["comparison"], title=f"fusor's comparison (shown order {fusion['order']})"))

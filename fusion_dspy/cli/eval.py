@@ -32,7 +32,9 @@ def eval_command(
     task: str = typer.Option(..., "--task", help="Task name (mgsm, wmt, arena, geofactx) or module:attribute."),
     data: Path = typer.Option(..., "--data", help="Data file or folder in the task's format."),
     limit: int | None = typer.Option(None, "--limit", help="At most K examples (per language)."),
-    n: str | None = typer.Option(None, "--n", help="Candidates per example, or a list such as 1,2,4,8 for a scaling curve (default 4; with several teachers, the whole pool)."),
+    n: str | None = typer.Option(
+        None, "--n", help="Candidates per example, or a list such as 1,2,4,8 for a scaling curve (default 4; with several teachers, the whole pool)."
+    ),
     methods: str | None = typer.Option(
         None, "--methods", help="Comma-separated: greedy,bon,fusion,oracle,majority (default: all the task supports)."
     ),
@@ -58,21 +60,21 @@ def eval_command(
     warnings.filterwarnings("ignore", message="rollout_id has no effect when temperature=0")
 
     plan = prepare(task, data, limit=limit, n=n if n is not None else 4, methods=methods, max_tokens=max_tokens, concurrency=concurrency,
-                   skip_bad_rows=skip_bad_rows, seed=seed, n_given=n is not None)  # fmt: skip
+                   skip_bad_rows=skip_bad_rows, seed=seed, n_given=n is not None)
     if pool is not None:
         load_pool(pool)  # a bad pool file fails here, before any server starts
     out_dir = out or default_out_dir(plan.task.name)
     if plan.bad_rows.count:
         typer.echo(f"skipped {plan.bad_rows.count} bad rows (first: {plan.bad_rows.examples[0]})", err=True)
     typer.echo(f"{len(plan.examples)} examples of {plan.task.name}; N={','.join(map(str, plan.ns))}; "
-               f"methods {','.join(plan.methods)}; results in {out_dir}", err=True)  # fmt: skip
+               f"methods {','.join(plan.methods)}; results in {out_dir}", err=True)
     with open_pool(pool, model, api_base, api_key, model_path) as the_pool:
         roles = roles_from_pool(the_pool, max_tokens=plan.max_tokens)
         summary = run(plan, roles, out_dir, progress=not no_progress)
     print_summary(summary)
     c = summary["counts"]
     typer.echo(f"done {c['done']}, failed {c['failed']}, bad rows skipped {c['bad_rows_skipped']}; "
-               f"records and summary in {out_dir}")  # fmt: skip
+               f"records and summary in {out_dir}")
     if summary.get("run", {}).get("interrupted"):
         typer.echo("interrupted: run the same command again to complete the remaining examples", err=True)
         raise typer.Exit(130)
@@ -94,7 +96,7 @@ def print_summary(summary: dict) -> None:
             continue
         table.add_row(r["method"], str(r["n"]), _f(r["mean"]), f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]", str(r["count"]),
                       f"{r['tokens_total']:.0f}", _f(r.get("length_ratio"), 2), str(r.get("framed", 0)), str(r["fallbacks"]),
-                      str(r["failed"]))  # fmt: skip
+                      str(r["failed"]))
     Console().print(table)
     if corpus_names:
         ct = Table(title="corpus metrics per language")

@@ -141,7 +141,7 @@ def instruction(
             cache=cache_mod.CandidateCache(cache or out / "candidates.jsonl", task_name=the_task.name),
             optimizer=optimizer, budget=budget_value, n=n, temperature=temperature, num_threads=num_threads,
             seed=seed, out_dir=out,
-        )  # fmt: skip
+        )
     b, a = result.before.to_dict(), result.after.to_dict()
     _table(
         f"{the_task.name}: fusor instruction tuned with {optimizer} (budget {budget_value}) on {len(trainset)}, held out {len(valset)}",
@@ -201,7 +201,8 @@ def search(
             raise ConfigurationError(f"--param must be NAME=V1,V2, got {item!r}")
         key, _, choices = item.partition("=")
         values[key.strip()] = choices
-    for key, value in (("n", n_choices), ("temperature", temperatures), ("teachers", teachers), ("method", methods), ("fusor", fusors), ("rater", raters)):
+    settings = (("n", n_choices), ("temperature", temperatures), ("teachers", teachers), ("method", methods), ("fusor", fusors), ("rater", raters))
+    for key, value in settings:
         if value is not None:
             values[key] = value
     names, pool_teachers = _model_names(pool, model)
@@ -221,11 +222,12 @@ def search(
         result = mod.run_search(
             the_task, examples, models, space, trials=trials, storage=storage, study_name=study_name, objective=goal,
             out_dir=out, sampler=sampler, num_threads=num_threads, batch_size=batch_size, seed=seed, cache_path=cache,
-        )  # fmt: skip
+        )
     rows = result.rows()
     shown = sorted(rows, key=lambda r: (not r["chosen"], not r["best"], -(r["metric"] if r["metric"] is not None else -1), r["trial"]))[:15]
     _table(
-        f"study {study_name!r}: {len(rows)} trials ({trials} this run), objective {goal.kind}" + (f" (budget {budget:g} tokens/ex)" if budget else ""),
+        f"study {study_name!r}: {len(rows)} trials ({trials} this run), objective {goal.kind}"
+        + (f" (budget {budget:g} tokens/ex)" if budget else ""),
         ["trial", "state", "n", "temp", "teachers", "method", "aggregator", "metric", "tokens/ex", "best"],
         [
             [r["trial"], r["state"], r["params"].get("n"), r["params"].get("temperature"), r["params"].get("teachers"), r["params"].get("method"),
@@ -233,7 +235,7 @@ def search(
              "chosen" if r["chosen"] else ("yes" if r["best"] else "")]
             for r in shown
         ],
-    )  # fmt: skip
+    )
     typer.echo(f"new samples drawn this run: {result.drawn.total_tokens} tokens")
     if result.plot:
         typer.echo(f"plot: {result.plot}")

@@ -21,7 +21,9 @@ def serve(
     endpoints_out: Path | None = typer.Option(None, "--endpoints-out", help="Write the resolved LiteLLM model_list here."),
     port: int | None = typer.Option(None, "--port", help="Port for --embedded (default: a free one)."),
     model_path: Path | None = MODEL_PATH_OPTION,
-    n_ctx: int = typer.Option(32768, "--n-ctx", help="Context size for --embedded, shared by the parallel slots (SmolLM2 was trained on 8192 per sequence)."),
+    n_ctx: int = typer.Option(
+        32768, "--n-ctx", help="Context size for --embedded, shared by the parallel slots (SmolLM2 was trained on 8192 per sequence)."
+    ),
     n_parallel: int = typer.Option(4, "--n-parallel", help="Parallel slots for --embedded."),
     n_threads: int | None = typer.Option(None, "--n-threads", help="CPU threads for --embedded."),
 ) -> None:

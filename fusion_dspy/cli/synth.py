@@ -31,7 +31,9 @@ def synth(
     max_tokens: int = typer.Option(512, "--max-tokens", min=16, help="Completion tokens per teacher sample (the fusor gets 2x)."),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="Prompts in flight at once."),
     min_length: int | None = typer.Option(None, "--min-length", min=1, help="Drop candidates shorter than L characters."),
-    language: str | None = typer.Option(None, "--language", help="Keep candidates in these languages (ISO 639-1, e.g. de or de,fr) or 'auto' (the prompt's)."),
+    language: str | None = typer.Option(
+        None, "--language", help="Keep candidates in these languages (ISO 639-1, e.g. de or de,fr) or 'auto' (the prompt's)."
+    ),
     prompt_field: str = typer.Option("prompt", "--prompt-field", help="The column holding the prompt."),
     parquet: bool = typer.Option(False, "--parquet", help="Also export synth.parquet at the end."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip (and count) malformed prompt rows instead of stopping."),
@@ -57,11 +59,13 @@ def synth(
             prompts, out, pool=run_pool, limit=limit, methods=method_list, samples_per_teacher=n if pool is not None else samples,
             temperature=temperature, max_tokens=max_tokens, concurrency=concurrency, filters=filters,
             prompt_field=prompt_field, skip_bad_rows=skip_bad_rows, export_parquet=parquet, progress=_Progress(),
-        )  # fmt: skip
+        )
     summary = stats.to_dict()
-    typer.echo(json.dumps({k: summary[k] for k in ("done", "skipped", "failed", "duplicates", "bad_rows", "interrupted", "seconds", "completion_tokens_per_second", "records", "parquet")}))
+    keys = ("done", "skipped", "failed", "duplicates", "bad_rows", "interrupted", "seconds", "completion_tokens_per_second", "records", "parquet")
+    typer.echo(json.dumps({k: summary[k] for k in keys}))
     if stats.failed:
-        typer.echo(f"{stats.failed} prompt(s) failed (reasons in {Path(stats.records_path).with_suffix('')}.failed.jsonl); rerun the same command to retry them", err=True)
+        reasons = f"{Path(stats.records_path).with_suffix('')}.failed.jsonl"
+        typer.echo(f"{stats.failed} prompt(s) failed (reasons in {reasons}); rerun the same command to retry them", err=True)
     if stats.failed or stats.interrupted:
         raise typer.Exit(1)
 

@@ -58,7 +58,7 @@ class LLMRater(dspy.Module):
                 error = first_line(exc)
                 if is_endpoint_failure(exc):  # a dead server is not an unparseable rating: propagate
                     raise EndpointError(f"rater {lm_name(lm)} failed: {error}", endpoint=lm_name(lm),
-                                        api_base=getattr(lm, "kwargs", {}).get("api_base")) from exc  # fmt: skip
+                                        api_base=getattr(lm, "kwargs", {}).get("api_base")) from exc
                 logger.info("rating attempt %d failed: %s", attempt + 1, error)
         return None, error, "failed"
 

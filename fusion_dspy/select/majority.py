@@ -43,7 +43,7 @@ def majority_vote(cset: CandidateSet, field: str | None = None, normalize: Calla
         first = ok[0]
         return Selection(first.index, dict(first.outputs), {c.index: None for c in ok}, "majority",
                          fallback="no candidate had a usable answer to vote on; kept the first candidate",
-                         details={"keys": keys})  # fmt: skip
+                         details={"keys": keys})
     top = max(counts.values())
     first_seen = {}
     for c in ok:

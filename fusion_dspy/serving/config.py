@@ -235,7 +235,7 @@ def _parse_model(raw: Any, index: int, source: str) -> ModelSpec:
             )
         api_key = raw.get("api_key")
         return ModelSpec(name=name, engine=engine, model=model, ports=(), roles=roles, api_bases=bases,
-                         api_key=None if api_key is None else str(api_key))  # fmt: skip
+                         api_key=None if api_key is None else str(api_key))
     for key in ("api_base", "api_key"):
         if raw.get(key) is not None:
             raise ConfigurationError(

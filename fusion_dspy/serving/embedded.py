@@ -159,7 +159,7 @@ class EmbeddedServer:
             "--model", str(self.model_path), "--host", self.host, "--port", str(port),
             "--alias", SERVED_NAME, "--n-ctx", str(self.n_ctx), "--n-parallel", str(self.n_parallel),
             "--n-threads", str(self.n_threads or 0),
-        ]  # fmt: skip
+        ]
         logger.info("starting embedded model %s on %s:%d", self.model_path.name, self.host, port)
         self._proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True

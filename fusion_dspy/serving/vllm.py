@@ -67,7 +67,7 @@ def vllm_command(spec: ModelSpec, *, port: int, host: str = "127.0.0.1", executa
     return [
         executable, "serve", spec.model, "--host", host, "--port", str(port), "--served-model-name", spec.name,
         *vllm_args(spec),
-    ]  # fmt: skip
+    ]
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -76,7 +76,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
+    except Exception:  # noqa: BLE001 - not Linux, or no libc: the server just lacks the safety net
         pass
 
 

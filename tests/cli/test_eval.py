@@ -109,7 +109,7 @@ def test_eval_against_a_server_writes_records_and_summary_and_resumes(task_spec,
     out = tmp_path / "out"
     with FakeOpenAIServer() as srv:
         args = ["--task", task_spec, "--data", data, "--n", "1,2", "--methods", "greedy,bon,fusion,oracle", "--out", out,
-                "--model", "openai/fake", "--api-base", srv.api_base, "--no-progress", "--max-tokens", "64"]  # fmt: skip
+                "--model", "openai/fake", "--api-base", srv.api_base, "--no-progress", "--max-tokens", "64"]
         result = _invoke(*args)
         assert result.exit_code == 0, result.output + repr(result.exception)
         for method in ("greedy", "bon", "fusion", "oracle"):
@@ -130,7 +130,7 @@ def test_skip_bad_rows_counts_them(task_spec, tmp_path):
     out = tmp_path / "out"
     with FakeOpenAIServer() as srv:
         result = _invoke("--task", task_spec, "--data", data, "--skip-bad-rows", "--methods", "bon", "--n", "2", "--out", out,
-                         "--model", "openai/fake", "--api-base", srv.api_base, "--no-progress")  # fmt: skip
+                         "--model", "openai/fake", "--api-base", srv.api_base, "--no-progress")
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "bad rows skipped 2" in result.output
     assert json.loads((out / "summary.json").read_text())["counts"]["bad_rows_skipped"] == 2

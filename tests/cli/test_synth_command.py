@@ -22,7 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _prompts(path: Path, n: int) -> Path:
-    rows = [{"prompt": f"prompt number {i}: explain item {i}"} if i % 2 else {"prompt": [{"role": "user", "content": f"chat prompt {i}"}]} for i in range(n)]
+    rows = [
+        {"prompt": f"prompt number {i}: explain item {i}"} if i % 2 else {"prompt": [{"role": "user", "content": f"chat prompt {i}"}]}
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
@@ -42,7 +45,7 @@ def test_synth_command_writes_rows_and_parquet(tmp_path, server, monkeypatch):
     prompts = _prompts(tmp_path / "p.jsonl", 3)
     out = tmp_path / "out"
     args = ["synth", "--prompts", str(prompts), "--out", str(out), "--model", "openai/fake", "--api-base", server.api_base,
-            "--n", "2", "--methods", "fusion,bon", "--max-tokens", "64", "--min-length", "3", "--parquet"]  # fmt: skip
+            "--n", "2", "--methods", "fusion,bon", "--max-tokens", "64", "--min-length", "3", "--parquet"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -96,7 +99,7 @@ def test_synth_bad_input_exit_code(tmp_path):
         [sys.executable, "-m", "fusion_dspy.cli.main", "synth", "--prompts", str(missing), "--out", str(tmp_path / "o"),
          "--model", "openai/fake", "--api-base", "http://127.0.0.1:9/v1"],
         capture_output=True, text=True, env=_env(tmp_path), timeout=120,
-    )  # fmt: skip
+    )
     assert proc.returncode == 2, proc.stderr
     assert f"error: {missing}: prompts file does not exist" in proc.stderr
 
@@ -108,7 +111,7 @@ def test_sigkill_then_rerun_finishes_without_loss_or_duplicates(tmp_path):
     records = out / "synth.jsonl"
     with FakeOpenAIServer(delay_rate=1.0, delay_seconds=0.15) as srv:
         cmd = [sys.executable, "-m", "fusion_dspy.cli.main", "synth", "--prompts", str(prompts), "--out", str(out),
-               "--model", "openai/fake", "--api-base", srv.api_base, "--n", "2", "--concurrency", "2", "--max-tokens", "64"]  # fmt: skip
+               "--model", "openai/fake", "--api-base", srv.api_base, "--n", "2", "--concurrency", "2", "--max-tokens", "64"]
         proc = subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         try:
             deadline = time.monotonic() + 120

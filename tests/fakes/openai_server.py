@@ -339,7 +339,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(status, _error("injected failure", "server_error", status))
                 return
             self._send(200, handler(body))
-        except Exception as exc:  # a bug in a scripted reply: answer 500 with the reason, keep serving
+        except Exception as exc:  # noqa: BLE001 - a bug in a scripted reply: answer 500 with the reason, keep serving
             self._send(500, _error(f"fake server error: {type(exc).__name__}: {exc}", "server_error", 500))
         finally:
             self.fake._leave()

@@ -25,7 +25,7 @@ def test_tuning_finds_the_magic_instruction_and_improves_the_held_out_metric(tmp
         TASK, examples(3), examples(3, start=3), teachers={"good": good}, fusor_lm=fusor, proposer_lm=proposer(),
         cache=CandidateCache(tmp_path / "c.jsonl", task_name="sums"), optimizer=optimizer, budget=budget, n=2,
         temperature=0.5, out_dir=tmp_path / "out",
-    )  # fmt: skip
+    )
     assert result.instruction_before == PLAIN_FUSION_INSTRUCTION
     assert "MAGIC" in result.instruction_after and result.changed
     assert result.before.metric == 0.0 and result.after.metric == 1.0
@@ -72,5 +72,5 @@ def test_bad_input_is_refused_before_any_model_call(tmp_path):
     fusor = magic_fusor()
     with pytest.raises(ConfigurationError, match="held-out split is empty"):
         tune_instruction(TASK, examples(2), [], teachers={"good": teacher("good")}, fusor_lm=fusor, proposer_lm=proposer(),
-                         cache=CandidateCache(tmp_path / "c.jsonl", task_name="sums"))  # fmt: skip
+                         cache=CandidateCache(tmp_path / "c.jsonl", task_name="sums"))
     assert fusor.calls == 0

@@ -25,7 +25,7 @@ def test_search_on_the_embedded_model(embedded_server, tmp_path, db_dir):
     storage = f"sqlite:///{db_dir}/s.db"
     for _ in range(2):  # the second run adds to the same study and reuses the cached candidates
         result = run_search(mgsm.TASK, examples, models, space, trials=1, storage=storage, study_name="S",
-                            objective=Objective("pareto"), out_dir=tmp_path, num_threads=2)  # fmt: skip
+                            objective=Objective("pareto"), out_dir=tmp_path, num_threads=2)
     study = optuna.load_study(study_name="S", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert all("n" in t.params and t.user_attrs["tokens_per_example"] > 0 for t in study.trials)

@@ -34,7 +34,7 @@ def test_search_finds_the_best_n_and_teacher(tmp_path, db_dir, objective):
     result = run_search(
         TASK, examples(4), models, _space(models), trials=30, storage=f"sqlite:///{db_dir}/s.db", study_name="s",
         objective=objective, out_dir=tmp_path, sampler="grid", num_threads=1,
-    )  # fmt: skip
+    )
     assert result.chosen is not None
     assert result.chosen.params == {"n": 3, "temperature": 0.5, "teachers": "good", "method": "majority"}
     assert result.chosen.user_attrs["metric"] == 1.0
@@ -55,7 +55,7 @@ def test_smaller_n_reuses_the_larger_pools_samples(tmp_path, db_dir):
     good = models.lms["good"]
     space = _space(models, n="4,2,1", teachers="good", method="majority")
     run_search(TASK, examples(2), models, space, trials=3, storage=f"sqlite:///{db_dir}/s.db", study_name="s",
-               out_dir=tmp_path, sampler="grid", num_threads=1)  # fmt: skip
+               out_dir=tmp_path, sampler="grid", num_threads=1)
     # grid order varies, but every example's pool is drawn at most in n=1, +1, +2 steps: <= 3 calls each,
     # and had n=4 come first, 1 call each. Either way nothing is ever sampled twice.
     drawn = sum(json.loads(line)["size"] for line in (tmp_path / "candidates.jsonl").read_text().splitlines())
@@ -70,7 +70,7 @@ def test_budget_objective_marks_over_budget_trials_infeasible_and_prunes(tmp_pat
     result = run_search(
         TASK, examples(4), models, space, trials=4, storage=f"sqlite:///{db_dir}/s.db", study_name="s",
         objective=Objective("budget", 4.0), out_dir=tmp_path, sampler="grid", num_threads=1, batch_size=1,
-    )  # fmt: skip
+    )
     trials = {t.params["method"] + str(t.params["n"]): t for t in result.study.trials}
     # fusion costs ~300 tokens per example (the fusor reads every candidate): pruned after the first batch
     for name in ("fusion1", "fusion4"):
@@ -129,7 +129,7 @@ def test_cli_twice_with_one_storage_adds_trials_to_one_study(tmp_path, db_dir):
         storage = f"sqlite:///{db_dir}/study.db"
         args = ["optimize", "search", "--task", "tests.optimizers.fakes:TASK", "--data", str(data), "--limit", "3",
                 "--trials", "2", "--storage", storage, "--study", "S", "--pool", str(pool), "--out", str(tmp_path / "out"),
-                "--n-choices", "1,2", "--methods", "majority,fusion", "--fusors", "good", "--num-threads", "1"]  # fmt: skip
+                "--n-choices", "1,2", "--methods", "majority,fusion", "--fusors", "good", "--num-threads", "1"]
         runner = CliRunner()
         for _ in range(2):
             res = runner.invoke(app, args)

@@ -75,7 +75,7 @@ def write_pool(path: str | Path, servers: dict[str, str], *, num_retries: int = 
                                                     "num_retries": num_retries, "timeout": timeout}}
             for name, base in servers.items()
         ]
-    }  # fmt: skip
+    }
     if roles:
         doc["fusion_dspy"] = roles
     p = Path(path)

@@ -40,7 +40,7 @@ def test_server_dies_mid_run_then_rerun_completes(tmp_path):
     port = srv.port
     pool = Pool({"m": Endpoint("m", "openai/m", api_base=srv.api_base, api_key="x", num_retries=1, timeout=5)}, ("m",))
     kwargs = dict(pool=pool, out_dir=out, n=[1, 2], methods="greedy,bon,fusion,majority", max_tokens=32, concurrency=2,
-                  progress=False, cache=False)  # fmt: skip
+                  progress=False, cache=False)
     # each example sends 1 sampling + 1 greedy + 2 rater + 1 fusor (n=2) + 1 rater + 1 fusor (n=1) requests
     watcher = _stop_after(srv, 20)
     started = time.perf_counter()
@@ -70,7 +70,7 @@ def test_transient_failures_are_retried_by_litellm(tmp_path):
     with FakeOpenAIServer(fail_rate=0.3, seed=3) as srv:
         pool = Pool({"m": Endpoint("m", "openai/m", api_base=srv.api_base, api_key="x", num_retries=3, timeout=5)}, ("m",))
         summary = evaluate(TASK, data, pool=pool, out_dir=tmp_path / "out", n=2, methods="bon,fusion", max_tokens=32,
-                           concurrency=2, progress=False, cache=False)  # fmt: skip
+                           concurrency=2, progress=False, cache=False)
         # 4 examples x (1 sampling + 2 ratings + 1 fusion) = 16 requests without faults; retries add more
         assert srv.calls > 16
     run = summary["run"]

@@ -26,7 +26,7 @@ def test_eval_never_exceeds_the_request_bound(tmp_path, concurrency, methods, pe
     with FakeOpenAIServer(delay_rate=1.0, delay_seconds=0.05) as srv:
         result = CliRunner().invoke(app, ["eval", "--task", SPEC, "--data", str(data), "--out", str(tmp_path / "out"), "--n", "4",
                                           "--methods", methods, "--max-tokens", "32", "--concurrency", str(concurrency),
-                                          "--no-progress", "--model", "openai/fake", "--api-base", srv.api_base])  # fmt: skip
+                                          "--no-progress", "--model", "openai/fake", "--api-base", srv.api_base])
         assert result.exit_code == 0, result.output + repr(result.exception)
         bound = concurrency * per_example
         assert srv.in_flight_max <= bound, (srv.in_flight_max, bound)
@@ -39,7 +39,7 @@ def test_synth_never_exceeds_its_concurrency(tmp_path):
     with FakeOpenAIServer(delay_rate=1.0, delay_seconds=0.05) as srv:
         result = CliRunner().invoke(app, ["synth", "--prompts", str(prompts), "--out", str(tmp_path / "out"), "--n", "3",
                                           "--max-tokens", "32", "--concurrency", "2", "--model", "openai/fake",
-                                          "--api-base", srv.api_base])  # fmt: skip
+                                          "--api-base", srv.api_base])
         assert result.exit_code == 0, result.output + repr(result.exception)
         assert 2 <= srv.in_flight_max <= 2
 
@@ -53,7 +53,7 @@ def _start_eval(data: Path, out: Path, srv: FakeOpenAIServer, tmp_path: Path, co
     env = {**os.environ, "PYTHONPATH": str(REPO), "DSPY_CACHEDIR": str(tmp_path / "dspy_cache"), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     cmd = [sys.executable, "-m", "fusion_dspy.cli.main", "eval", "--task", SPEC, "--data", str(data), "--out", str(out),
            "--n", "2", "--methods", "fusion,majority", "--max-tokens", "32", "--concurrency", str(concurrency), "--no-progress",
-           "--model", "openai/fake", "--api-base", srv.api_base]  # fmt: skip
+           "--model", "openai/fake", "--api-base", srv.api_base]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=_default_sigint)
 
@@ -75,7 +75,7 @@ def _rerun(data: Path, out: Path) -> dict:
     with FakeOpenAIServer() as srv:
         result = CliRunner().invoke(app, ["eval", "--task", SPEC, "--data", str(data), "--out", str(out), "--n", "2",
                                           "--methods", "fusion,majority", "--max-tokens", "32", "--concurrency", "2",
-                                          "--no-progress", "--model", "openai/fake", "--api-base", srv.api_base])  # fmt: skip
+                                          "--no-progress", "--model", "openai/fake", "--api-base", srv.api_base])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return result
 

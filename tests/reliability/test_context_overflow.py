@@ -48,7 +48,7 @@ class ContextLimitedServer(FakeOpenAIServer):
 
 def _cset(lengths: list[int], question: str = "What is the capital of France?") -> CandidateSet:
     cands = tuple(Candidate(i, f"t{i}", 0, {"answer": (f"candidate {i} says Paris because " + "blah " * (n // 5))[:n]})
-                  for i, n in enumerate(lengths))  # fmt: skip
+                  for i, n in enumerate(lengths))
     return CandidateSet({"question": question}, cands, ("answer",))
 
 
@@ -120,7 +120,7 @@ def test_a_replicated_endpoint_trims_candidates_to_its_context_window():
     """An endpoint with replicas (a LiteLLM Router behind one LM) keeps the context policy."""
     with ContextLimitedServer(WINDOW) as one, ContextLimitedServer(WINDOW) as two:
         ep = Endpoint("f", "openai/f", api_base=one.api_base, api_key="x", num_retries=0, context_window=WINDOW,
-                      replicas=(("openai/f", two.api_base),))  # fmt: skip
+                      replicas=(("openai/f", two.api_base),))
         lm = ep.lm(max_tokens=MAX_TOKENS, temperature=0.0, cache=False)
         assert type(lm).__name__ == "RoutedLM" and lm.fd_context_window == WINDOW
         fusion = Fusor(QA, lm=lm, retries=0)(candidates=_cset([6000, 300, 2500, 900]))

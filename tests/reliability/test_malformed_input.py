@@ -43,7 +43,7 @@ DATA_CASES = [
 def test_eval_bad_data(server, tmp_path, name, content, where):
     data = _write(tmp_path / f"{name}.jsonl", content)
     result = _invoke("eval", "--task", SPEC, "--data", data, "--out", tmp_path / "out", "--no-progress",
-                     "--model", "openai/fake", "--api-base", server.api_base)  # fmt: skip
+                     "--model", "openai/fake", "--api-base", server.api_base)
     assert isinstance(result.exception, DataError), result.output + repr(result.exception)
     message = str(result.exception)
     assert str(data) in message and where in message, message
@@ -103,14 +103,18 @@ def _model_list(base: str, *, extra: str = "", roles: str = "") -> str:
 
 
 POOL_CASES = [
-    ("missing_api_base", lambda b: "model_list:\n  - model_name: q\n    litellm_params: {model: hosted_vllm/q}\n", "'q': model 'hosted_vllm/q' needs an api_base"),
-    ("no_provider", lambda b: f"model_list:\n  - model_name: q\n    litellm_params: {{model: qwen, api_base: '{b}'}}\n", "'q': model must be a LiteLLM model string"),
-    ("unknown_provider", lambda b: f"model_list:\n  - model_name: q\n    litellm_params: {{model: hosted_vlm/q, api_base: '{b}'}}\n", "does not know the provider 'hosted_vlm'"),
+    ("missing_api_base", lambda b: "model_list:\n  - model_name: q\n    litellm_params: {model: hosted_vllm/q}\n",
+     "'q': model 'hosted_vllm/q' needs an api_base"),
+    ("no_provider", lambda b: f"model_list:\n  - model_name: q\n    litellm_params: {{model: qwen, api_base: '{b}'}}\n",
+     "'q': model must be a LiteLLM model string"),
+    ("unknown_provider", lambda b: f"model_list:\n  - model_name: q\n    litellm_params: {{model: hosted_vlm/q, api_base: '{b}'}}\n",
+     "does not know the provider 'hosted_vlm'"),
     ("unknown_fusor", lambda b: _model_list(b, roles="fusion_dspy: {fusor: c}\n"), "fusor 'c' is not a model_name"),
     ("unknown_teacher", lambda b: _model_list(b, roles="fusion_dspy: {teachers: [a, zz]}\n"), "teacher 'zz' is not a model_name"),
     ("duplicate_teachers", lambda b: _model_list(b, roles="fusion_dspy: {teachers: [a, a]}\n"), "teachers listed more than once: ['a']"),
     ("samples_zero", lambda b: _model_list(b, roles="fusion_dspy: {samples_per_teacher: 0}\n"), "fusion_dspy.samples_per_teacher must be >= 1"),
-    ("samples_text", lambda b: _model_list(b, roles="fusion_dspy: {samples_per_teacher: many}\n"), "fusion_dspy.samples_per_teacher must be an integer, got 'many'"),
+    ("samples_text", lambda b: _model_list(b, roles="fusion_dspy: {samples_per_teacher: many}\n"),
+     "fusion_dspy.samples_per_teacher must be an integer, got 'many'"),
     ("temperature_text", lambda b: _model_list(b, roles="fusion_dspy: {temperature: hot}\n"), "fusion_dspy.temperature must be a number"),
     ("retries_text", lambda b: _model_list(b, extra=", num_retries: lots"), "'a' litellm_params.num_retries must be an integer"),
     ("unknown_role_key", lambda b: _model_list(b, roles="fusion_dspy: {fusr: a}\n"), "unknown keys under fusion_dspy: ['fusr']"),
@@ -139,7 +143,7 @@ def test_bad_pool_yaml_names_the_file_and_setting(server, tmp_path, name, make, 
 
 def test_model_info_window_must_be_a_positive_integer(server, tmp_path):
     pool = _pool(tmp_path, _model_list(server.api_base).replace(
-        "  - model_name: b\n", "    model_info: {max_input_tokens: big}\n  - model_name: b\n"))  # fmt: skip
+        "  - model_name: b\n", "    model_info: {max_input_tokens: big}\n  - model_name: b\n"))
     result = _invoke("synth", "--prompts", write_prompts(tmp_path / "p.jsonl", 2), "--out", tmp_path / "out", "--pool", pool)
     assert isinstance(result.exception, ConfigurationError)
     assert f"{pool}: 'a' model_info.max_input_tokens must be an integer, got 'big'" in str(result.exception)

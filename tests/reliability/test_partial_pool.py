@@ -22,7 +22,7 @@ def test_synth_fuses_over_the_teachers_that_answer(tmp_path):
     out = tmp_path / "out"
     with FakeOpenAIServer() as good, FakeOpenAIServer(fail_rate=1.0) as bad:
         pool = write_pool(tmp_path / "pool.yaml", {"good": good.api_base, "bad": bad.api_base},
-                          teachers=["good", "bad"], fusor="good", samples_per_teacher=2)  # fmt: skip
+                          teachers=["good", "bad"], fusor="good", samples_per_teacher=2)
         result = _invoke("synth", "--prompts", prompts, "--out", out, "--pool", pool, "--max-tokens", 32, "--concurrency", 2)
         assert bad.calls >= 4  # the failing teacher was asked for every prompt
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -58,9 +58,9 @@ def test_eval_with_one_failing_teacher_records_the_failed_candidates(tmp_path):
     out = tmp_path / "out"
     with FakeOpenAIServer() as good, FakeOpenAIServer(fail_rate=1.0) as bad:
         pool = write_pool(tmp_path / "pool.yaml", {"good": good.api_base, "bad": bad.api_base},
-                          teachers=["good", "bad"], fusor="good", rater="good")  # fmt: skip
+                          teachers=["good", "bad"], fusor="good", rater="good")
         result = _invoke("eval", "--task", SPEC, "--data", data, "--out", out, "--pool", pool, "--methods", "bon,fusion,majority", "--n", 2,
-                         "--max-tokens", 32, "--no-progress")  # fmt: skip
+                         "--max-tokens", 32, "--no-progress")
     assert result.exit_code == 0, result.output + repr(result.exception)
     records = list(iter_records(out / "records.jsonl"))
     assert len(records) == 3
@@ -78,7 +78,7 @@ def test_eval_with_every_teacher_failing_fails_each_example(tmp_path):
     with FakeOpenAIServer(fail_rate=1.0) as a, FakeOpenAIServer(fail_rate=1.0) as b:
         pool = write_pool(tmp_path / "pool.yaml", {"a": a.api_base, "b": b.api_base}, teachers=["a", "b"])
         result = _invoke("eval", "--task", SPEC, "--data", data, "--out", out, "--pool", pool, "--methods", "fusion", "--n", 2,
-                         "--max-tokens", 32, "--no-progress")  # fmt: skip
+                         "--max-tokens", 32, "--no-progress")
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "done 0, failed 3" in result.output
     records, _, failed_not_done = count_records(out)

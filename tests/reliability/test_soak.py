@@ -49,7 +49,7 @@ def test_a_long_run_does_not_start_threads_per_example(tmp_path, monkeypatch):
         monkeypatch.setattr(threading.Thread, "start", counting_start)
         result = CliRunner().invoke(app, ["eval", "--task", SPEC, "--data", str(data), "--out", str(tmp_path / "out"), "--n", "3",
                                           "--methods", "bon,fusion", "--max-tokens", "32", "--concurrency", "2",
-                                          "--no-progress", "--model", "openai/fake", "--api-base", srv.api_base])  # fmt: skip
+                                          "--no-progress", "--model", "openai/fake", "--api-base", srv.api_base])
         monkeypatch.undo()
     assert result.exit_code == 0, result.output + repr(result.exception)
     # 40 examples x 3 ratings each: threads started per rating would be 100+; reused ones stay bounded

@@ -107,7 +107,7 @@ def test_vllm_command_line():
         "--served-model-name", "qwen", "--tensor-parallel-size", "2", "--gpu-memory-utilization", "0.8",
         "--max-model-len", "4096", "--dtype", "bfloat16", "--enable-prefix-caching", "--max-num-seqs", "64",
         "--trust-remote-code", "--seed", "1",
-    ]  # fmt: skip
+    ]
     off = parse_serve_config([_vllm(args={"enable_prefix_caching": False})]).models[0]
     assert "--no-enable-prefix-caching" in vllm_command(off, port=1)
 

@@ -106,7 +106,7 @@ def test_cli_serve_answers_and_stops_on_sigterm(tmp_path):
         resp = litellm.completion(
             model="openai/embedded", api_base=line, api_key="x",
             messages=[{"role": "user", "content": "Say hello."}], max_tokens=8,
-        )  # fmt: skip
+        )
         assert resp.choices[0].message.content
         start = time.monotonic()
         proc.terminate()

@@ -78,7 +78,7 @@ def test_launch_starts_every_server_writes_endpoints_and_stops_all(fake_vllm, tm
             {"name": "remote", "engine": "url", "model": "openai/gpt-x", "api_base": "https://example.invalid/v1",
              "api_key": "os.environ/SOME_KEY"},
         ],
-    )  # fmt: skip
+    )
     with launch(cfg) as deployment:
         starts = _starts(fake_vllm)
         assert len(starts) == 3
@@ -87,7 +87,7 @@ def test_launch_starts_every_server_writes_endpoints_and_stops_all(fake_vllm, tm
         assert q0["argv"] == [
             "vllm", "serve", "Qwen/Qwen2.5-0.5B-Instruct", "--host", "127.0.0.1", "--port", str(ports[0]),
             "--served-model-name", "qwen", "--max-model-len", "2048", "--enable-prefix-caching", "--max-num-seqs", "8",
-        ]  # fmt: skip
+        ]
         assert q0["cuda_visible_devices"] == "0" and by_port[str(ports[1])]["cuda_visible_devices"] == "1"
         rm = next(s for s in starts if "rm" in s["argv"])
         assert rm["argv"][-2:] == ["--runner", "pooling"]
@@ -288,11 +288,11 @@ def test_cli_reports_a_failing_server(fake_vllm, tmp_path, monkeypatch):
     config.write_text(yaml.safe_dump(_config(tmp_path, [
         {"name": "alpha", "engine": "vllm", "model": "org/alpha"},
         {"name": "beta", "engine": "vllm", "model": "org/beta"},
-    ])))  # fmt: skip
+    ])))
     result = subprocess.run(
         [sys.executable, "-m", "fusion_dspy.cli.main", "serve", "--config", str(config)],
         cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    )
     assert result.returncode == 2
     assert "error: vLLM server 'beta'" in result.stderr and "CUDA out of memory" in result.stderr
     assert not [p for p in _pids(fake_vllm) if _alive(p)]
