@@ -4,7 +4,8 @@ A fusor can parse every time and still write ``{answer}``, a field list copied f
 two words where the candidates wrote paragraphs. :func:`assess` measures the answer itself:
 
 - **framing**: prompt scaffolding in the text (DSPy field markers, ``{placeholders}``, "input/output
-  fields", fence tags, a Python repr of the inputs, the fusor's own field names as labels);
+  fields", fence tags, a Python repr of the inputs, the fusor's own field names as labels, references
+  to numbered drafts such as "Candidate 2:");
 - **copied share**: the share of its characters in runs of at least 12 characters that also occur in
   a candidate (the paper reports that most fused text comes from the samples; short matches are
   ignored so that common words do not count);
@@ -40,6 +41,8 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("inputs repr", re.compile(r"\{\s*'[a-z_]+'\s*:\s*['\"]")),
     ("field label", re.compile(r"^\W{0,3}(?:candidates|comparison|source_language|target_language|target_country)\W{0,3}:", re.I | re.M)),
     ("completion marker", re.compile(r"#\s*completed\s*#", re.I)),
+    # the fusor talking about its inputs ("**Candidate 1:**", "draft 2 says") instead of answering
+    ("draft reference", re.compile(r"\b(?:candidate|draft)\s*(?:#|no\.?\s*)?\d+\b", re.I)),
 )
 
 

@@ -25,6 +25,8 @@ CANDIDATES = [
         ("{'source_language': 'English', 'source': 'Hi'}", "inputs repr"),
         ("comparison: candidate 1 is better", "field label"),
         ("done [[ ## completed ## ]]", "DSPy field marker"),
+        ("**Candidate 1:** Taco de la Familia", "draft reference"),
+        ("As draft 2 says, bake it.", "draft reference"),
     ],
 )
 def test_prompt_framing_is_found(text, kind):
