@@ -219,8 +219,8 @@ class Fusor(dspy.Module):
         return Fusion(dict(chosen.outputs), comparison, tuple(c.index for c in shown), usage, reason, raw, trimmed, False, max_tokens)
 
     def _adapter(self, lm: Any) -> Any:
-        if self.plain:
-            return PlainAdapter()
+        if self.plain:  # a missing "Answer:" line is read as candidates are (the whole text is the answer)
+            return PlainAdapter(lenient=True)
         # only the comparison is bounded (so it cannot eat the answer's budget); the task's fields run free
         limits = field_char_limits(self.fuse.signature, _max_tokens(lm), short_fields={COMPARISON_FIELD: 0.3})
         return SchemaAdapter({COMPARISON_FIELD: limits[COMPARISON_FIELD]}, optional=(COMPARISON_FIELD, "reasoning"), use_schema=self.use_schema)
@@ -331,12 +331,12 @@ def _fallback_candidate(shown: list[Candidate], scores: dict[int, float | None] 
     return min(shown, key=lambda c: c.index), "first"
 
 
-_FENCE_TAG = re.compile(r"[ \t]*<\s*/?\s*candidate\b[^>]*>[ \t]*\n?", re.I)
+_FENCE_TAG = re.compile(r"[ \t]*<\s*/?\s*candid\w*\b[^>]*>[ \t]*\n?", re.I)  # also the mangled "<candid id=...>"
 
 
 def _unfence(value: Any) -> Any:
     """Drop the ``<candidate>`` tags a fusor copied along with a draft: they are our framing, not its answer."""
-    if not isinstance(value, str) or "candidate" not in value.lower():
+    if not isinstance(value, str) or "candid" not in value.lower():
         return value
     return _FENCE_TAG.sub("", value).strip()
 

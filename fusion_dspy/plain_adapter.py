@@ -99,11 +99,16 @@ class PlainAdapter(dspy.Adapter):
 
     Args:
         structured: the adapter used for signatures a plain completion cannot carry (default ``ChatAdapter``).
+        lenient: when a later field's ``Label:`` line is missing, salvage what can be read (see
+            :func:`fusion_dspy.parsing.lenient_parse`: a lone missing answer becomes the whole text)
+            instead of failing; ``last_parse`` then says ``"lenient"``.
     """
 
-    def __init__(self, structured: dspy.Adapter | None = None, callbacks: list[Any] | None = None):
+    def __init__(self, structured: dspy.Adapter | None = None, callbacks: list[Any] | None = None, *, lenient: bool = False):
         super().__init__(callbacks=callbacks)
         self.structured = structured or dspy.ChatAdapter()
+        self.lenient = lenient
+        self.last_parse = "adapter"
 
     def __call__(self, lm, lm_kwargs, signature, demos, inputs):
         if not suits_plain(signature):
@@ -132,7 +137,23 @@ class PlainAdapter(dspy.Adapter):
     def parse(self, signature, completion):  # type: ignore[override]
         if not suits_plain(signature):
             return self.structured.parse(signature, completion)
-        return parse_plain(signature, completion, adapter_name=type(self).__name__)
+        try:
+            values = parse_plain(signature, completion, adapter_name=type(self).__name__)
+            self.last_parse = "adapter"
+            return values
+        except AdapterParseError:
+            if not self.lenient:
+                raise
+            from fusion_dspy.parsing import lenient_parse
+
+            try:
+                values = lenient_parse(signature, completion, optional=("reasoning",))
+            except ValueError:
+                raise AdapterParseError(
+                    adapter_name=type(self).__name__, signature=signature, lm_response=completion, message="no field could be read"
+                ) from None
+            self.last_parse = "lenient"
+            return values
 
 
 def parse_plain(signature: type[dspy.Signature], completion: str, *, adapter_name: str = "PlainAdapter") -> dict[str, Any]:

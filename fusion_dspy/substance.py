@@ -37,7 +37,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("DSPy field marker", re.compile(r"\[\[\s*#+\s*\w+\s*#+\s*\]\]|\[\s*#+\s*\w+\s*#+\s*\]|^\s*#{1,3}\s*\w+\s*#{1,3}\s*$", re.M)),
     ("placeholder", re.compile(r"\{\s*(?:" + "|".join(_PROMPT_FIELDS) + r")\s*\}", re.I)),
     ("field list", re.compile(r"\b(?:your\s+)?(?:input|output)\s+fields?\b(?:\s+(?:are|is|should))?", re.I)),
-    ("fence tag", re.compile(r"<\s*/?\s*(?:candidate|response|draft)s?\b[^>]*>", re.I)),
+    ("fence tag", re.compile(r"<\s*/?\s*(?:candid\w*|response|draft)s?\b[^>]*>", re.I)),
     ("inputs repr", re.compile(r"\{\s*'[a-z_]+'\s*:\s*['\"]")),
     ("field label", re.compile(r"^\W{0,3}(?:candidates|comparison|source_language|target_language|target_country)\W{0,3}:", re.I | re.M)),
     ("completion marker", re.compile(r"#\s*completed\s*#", re.I)),

@@ -219,3 +219,14 @@ def test_fence_tags_copied_into_the_fused_answer_are_dropped():
     with FakeOpenAIServer(reply='<candidate id="2">\nUse short sentences.\n</candidate>') as server:
         fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server))(candidates=cset)
     assert fusion.outputs == {"response": "Use short sentences."}
+
+
+def test_a_missing_answer_line_is_read_leniently_without_a_retry():
+    sig = dspy.ChainOfThought("question -> answer").predict.signature
+    cands = tuple(Candidate(i, "m", i, {"reasoning": f"because {i}", "answer": str(i)}) for i in range(2))
+    cset = CandidateSet({"question": "q?"}, cands, ("reasoning", "answer"))
+    with FakeOpenAIServer(reply='Leaves lose chlorophyll in autumn.\n<candid id="1">') as server:
+        fusion = Fusor(sig, lm=_lm(server))(candidates=cset)
+        calls = len(server.requests)
+    assert calls == 1 and fusion.fallback is None and fusion.raw is not None
+    assert fusion.outputs == {"reasoning": "", "answer": "Leaves lose chlorophyll in autumn."}

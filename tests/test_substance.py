@@ -61,3 +61,7 @@ def test_a_decoding_loop_is_degenerate():
     sub = assess(loop, ["400MA + 20A = 420MA, so use a resistor of 10 ohms in series."])
     assert sub.degenerate and sub.repetition > 0.9
     assert not assess(CANDIDATES[0], CANDIDATES).degenerate
+
+
+def test_a_mangled_fence_tag_is_framing():
+    assert "fence tag" in framing_found('The answer is:\n<candid id="1">')
