@@ -184,14 +184,14 @@ def sample_candidates(
     return cset
 
 
-def default_adapter() -> Any:
+def default_adapter(*, lenient: bool = False) -> Any:
     """The adapter candidates are sampled with: the one configured in DSPy, else :class:`PlainAdapter`.
 
     Plain prompts (the task's instruction and inputs as natural messages, the completion as the
     answer) are what chat models are trained on; small models copy DSPy's field framing into their
     answers. Signatures with structured outputs fall through to DSPy's ``ChatAdapter``.
     """
-    return dspy.settings.adapter or PlainAdapter()
+    return dspy.settings.adapter or PlainAdapter(lenient=lenient)
 
 
 def _draw(program: Any, inputs: dict[str, Any], d: _Draw, strategy: Strategy, max_workers: int, offset: int) -> list[Candidate]:
@@ -247,8 +247,11 @@ def _draw_separately(program, inputs, d: _Draw, indices, strategy: Strategy, max
 
     def one(i: int) -> Candidate:
         lm = d.lm.copy(rollout_id=offset + i, temperature=d.temperature)
+        # the whole program runs here, so a missing "Answer:" line is salvaged inside the adapter (as
+        # _parse_candidate salvages it for n-requests); its own adapter per call, so last_parse is this call's
+        adapter = default_adapter(lenient=True)
         started = time.perf_counter()
-        with dspy.track_usage() as tracker, dspy.context(lm=lm, adapter=default_adapter()):
+        with dspy.track_usage() as tracker, dspy.context(lm=lm, adapter=adapter):
             try:
                 pred = program(**inputs)
             except Exception as exc:  # noqa: BLE001 - recorded per candidate
@@ -256,7 +259,8 @@ def _draw_separately(program, inputs, d: _Draw, indices, strategy: Strategy, max
                 logger.warning("sample %d of %s failed: %s", i, d.name, exc)
                 return Candidate(i, d.name, i, {}, Usage(seconds=seconds, calls=1), error=_describe(exc), parse="failed")
         usage = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=time.perf_counter() - started, calls=1)
-        return Candidate(i, d.name, i, dict(pred.items()), usage)
+        parse = "lenient" if getattr(adapter, "last_parse", "adapter") == "lenient" else "adapter"
+        return Candidate(i, d.name, i, dict(pred.items()), usage, parse=parse)
 
     indices = list(indices)
     if strategy == "parallel" and max_workers > 1 and len(indices) > 1:

@@ -181,3 +181,11 @@ def test_usage_split_corrects_servers_that_count_one_choice():
     # a server that counts every choice (vLLM) is left alone
     full = _split(Usage(40, 200, 2.0, 1), texts)
     assert sum(u.completion_tokens for u in full) == 200
+
+
+def test_one_sample_without_its_answer_line_is_salvaged_as_with_n():
+    """n=1 (greedy) runs the program itself: the same lenient reading as an n-request's choices."""
+    with FakeOpenAIServer(reply="some thinking without the label") as server:
+        cset = sample_candidates(dspy.Predict("question -> reasoning, answer"), {"question": "q"}, lm=_lm(server), n=1, temperature=0.0)
+    (only,) = cset.candidates
+    assert only.ok and only.parse == "lenient" and only.outputs == {"reasoning": "", "answer": "some thinking without the label"}
