@@ -183,13 +183,12 @@ class Fusor(dspy.Module):
                     rollout_id=attempt, max_tokens=max_tokens, temperature=max(0.3, lm.kwargs.get("temperature") or 0.0))
                 try:
                     extra: dict[str, Any] = {}
-                    if self.compare is not None and not comparison:
-                        calls += 1
-                        comparison = self._compare(attempt_lm, inputs, text)
+                    if self.compare is not None:
+                        if not comparison:  # compared once; a retry of the fusion reuses it
+                            calls += 1
+                            comparison = self._compare(attempt_lm, inputs, text)
                         extra[COMPARISON_FIELD] = comparison
-                    elif self.compare is not None:
-                        extra[COMPARISON_FIELD] = comparison
-                    adapter = self._adapter(lm)
+                    adapter = self._adapter(max_tokens)
                     calls += 1
                     with dspy.context(lm=attempt_lm, adapter=adapter):
                         pred = self.fuse(**inputs, **extra, **{CANDIDATES_FIELD: text}, signature=signature)
@@ -218,11 +217,11 @@ class Fusor(dspy.Module):
         logger.warning(reason)
         return Fusion(dict(chosen.outputs), comparison, tuple(c.index for c in shown), usage, reason, raw, trimmed, False, max_tokens)
 
-    def _adapter(self, lm: Any) -> Any:
+    def _adapter(self, max_tokens: int) -> Any:
         if self.plain:  # a missing "Answer:" line is read as candidates are (the whole text is the answer)
             return PlainAdapter(lenient=True)
-        # only the comparison is bounded (so it cannot eat the answer's budget); the task's fields run free
-        limits = field_char_limits(self.fuse.signature, _max_tokens(lm), short_fields={COMPARISON_FIELD: 0.3})
+        # only the comparison is bounded, by its share of this call's budget; the task's fields run free
+        limits = field_char_limits(self.fuse.signature, max_tokens, short_fields={COMPARISON_FIELD: 0.3})
         return SchemaAdapter({COMPARISON_FIELD: limits[COMPARISON_FIELD]}, optional=(COMPARISON_FIELD, "reasoning"), use_schema=self.use_schema)
 
     def _compare(self, lm: Any, inputs: dict[str, Any], text: str) -> str:
