@@ -29,12 +29,16 @@ from fusion_dspy.signatures import (
     fusion_signature,
     plain_fusion_signature,
 )
+from fusion_dspy.substance import DEGENERATE_REPETITION, framing_found, repetition
 from fusion_dspy.token_count import chars_per_token
 from fusion_dspy.types import Candidate, CandidateSet, Fusion, Usage
 
 logger = logging.getLogger(__name__)
 
 ContextPolicy = Literal["trim", "drop_longest"]
+# the fusor's sampling temperature where fusion-dspy builds its LM (eval, synth, demo): greedy decoding
+# loops on small models ("400MA + 20A = 400MA + 20A ..."), a little temperature does not; see benchmarks/README.md
+FUSOR_TEMPERATURE = 0.3
 _PROMPT_OVERHEAD_TOKENS = 600  # the instruction, DSPy's field framing and the chat template
 # the 3-characters-per-token estimate undercounts repetitive text (seen: 4,115 real tokens for a prompt
 # estimated to fit 4,096 on SmolLM2), so the candidates get at most 90% of what is left
@@ -195,6 +199,9 @@ class Fusor(dspy.Module):
                     outputs = {f: _unfence(pred.get(f)) for f in candidates.output_fields}
                     if all(v in (None, "") for v in outputs.values()):
                         raise ValueError("the fusor returned empty output fields")
+                    problem = unusable_answer(outputs, shown, candidates.inputs)
+                    if problem:
+                        raise ValueError(problem)
                     if getattr(adapter, "last_parse", "adapter") == "lenient":
                         raw = _last_text(attempt_lm)
                     if not self.plain:
@@ -314,6 +321,25 @@ class Fusor(dspy.Module):
                 "tokens_after": after, "dropped": dropped, "chars_per_token": round(cpt, 3)}
         logger.info("candidates trimmed to fit the fusor's context: %s", info)
         return out, info
+
+
+def unusable_answer(outputs: dict[str, Any], shown: list[Candidate], inputs: dict[str, Any]) -> str | None:
+    """Why a parsed fused answer is still no answer, or None: prompt framing or a decoding loop.
+
+    Only what the fusor added counts: framing that a candidate or the task's inputs already contain
+    (a task about "Candidate 2") and loops that the candidates share are the material, not a fault.
+    A fused answer that fails is retried (with a fresh sample), then replaced by a candidate.
+    """
+    text = "\n".join(str(v) for v in outputs.values() if isinstance(v, str))
+    sources = [render_fields(c.outputs) for c in shown] + [render_fields(inputs)]
+    seen = {kind for source in sources for kind in framing_found(source)}
+    added = [kind for kind in framing_found(text) if kind not in seen]
+    if added:
+        return f"the fused answer repeats the prompt's framing ({', '.join(added)})"
+    loop = repetition(text)
+    if loop > DEGENERATE_REPETITION and all(repetition(render_fields(c.outputs)) <= DEGENERATE_REPETITION for c in shown):
+        return f"the fused answer loops ({loop:.0%} of its word 4-grams repeat) where no candidate does"
+    return None
 
 
 def _estimate_tokens(text: str) -> int:

@@ -230,3 +230,56 @@ def test_a_missing_answer_line_is_read_leniently_without_a_retry():
         calls = len(server.requests)
     assert calls == 1 and fusion.fallback is None and fusion.raw is not None
     assert fusion.outputs == {"reasoning": "", "answer": "Leaves lose chlorophyll in autumn."}
+
+
+def _texts(*texts, prompt="How do I write clear emails?"):
+    return CandidateSet({"prompt": prompt}, tuple(Candidate(i, "m", i, {"response": t}) for i, t in enumerate(texts)), ("response",))
+
+
+def _in_turn(*replies):
+    """A reply per request, in turn (the last one repeats)."""
+    calls = []
+
+    def reply(body, choice):
+        calls.append(1)
+        return replies[min(len(calls), len(replies)) - 1]
+    return reply
+
+
+ECHO = "Here is a better version:\n\nPrompt: How do I write clear emails?\n\nCandidates:\nKeep it short."
+
+
+def test_a_fused_answer_that_echoes_the_prompt_framing_is_retried():
+    cset = _texts("Keep it short and put the request first.", "Use a clear subject line.")
+    with FakeOpenAIServer(reply=_in_turn(ECHO, "Put the request first, keep it short, and use a clear subject line.")) as server:
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server))(candidates=cset)
+        calls = len(server.requests)
+    assert calls == 2 and fusion.fallback is None
+    assert fusion.outputs["response"].startswith("Put the request first")
+
+
+def test_framing_every_attempt_falls_back_and_says_why():
+    cset = _texts("Keep it short and put the request first.", "Use a clear subject line.")
+    with FakeOpenAIServer(reply=ECHO) as server:
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server))(candidates=cset)
+    assert "repeats the prompt's framing (field label)" in fusion.fallback
+    assert fusion.outputs["response"] in {"Keep it short and put the request first.", "Use a clear subject line."}
+
+
+def test_framing_the_candidates_already_have_is_material_not_a_fault():
+    # a task about drafts: "Candidate 2" belongs to the answer because the candidates say it
+    cset = _texts("Candidate 2 won the vote.", "Candidate 2 won with 54%.", prompt="Who won the election?")
+    with FakeOpenAIServer(reply="Candidate 2 won the vote, with 54%.") as server:
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server))(candidates=cset)
+        calls = len(server.requests)
+    assert calls == 1 and fusion.fallback is None
+
+
+def test_a_looping_fused_answer_is_retried_at_a_higher_temperature():
+    cset = _texts("Use a clear subject line and one request per email.", "Keep it short; say what you need first.")
+    loop = "Keep it short. " + "Use a clear subject line. " * 30
+    with FakeOpenAIServer(reply=_in_turn(loop, "Say what you need first, keep it short, and use a clear subject line.")) as server:
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server, temperature=0.0))(candidates=cset)
+        temperatures = [body.get("temperature") for body in server.requests]
+    assert fusion.fallback is None and fusion.outputs["response"].startswith("Say what you need")
+    assert temperatures[0] == 0.0 and temperatures[1] >= 0.3
