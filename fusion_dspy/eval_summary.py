@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from fusion_dspy.aggregate.registry import AGGREGATORS, BASELINES, method_order
 from fusion_dspy.substance import answer_text, framing_found
 from fusion_dspy.task import Task
 
@@ -25,7 +26,6 @@ logger = logging.getLogger(__name__)
 
 ALL = "all"
 BOOTSTRAP_RESAMPLES = 1000
-METHOD_ORDER = ("greedy", "bon", "fusion", "majority", "oracle")
 
 
 def method_results(rec: Mapping[str, Any]) -> Iterator[tuple[str, int, dict[str, Any]]]:
@@ -33,15 +33,11 @@ def method_results(rec: Mapping[str, Any]) -> Iterator[tuple[str, int, dict[str,
     n_max = int(rec.get("n_max") or 0)
     for method, result in (rec.get("methods") or {}).items():
         if isinstance(result, Mapping):
-            yield method, (1 if method == "greedy" else n_max), dict(result)
+            yield method, (1 if method in BASELINES else n_max), dict(result)
     for k, results in (rec.get("by_n") or {}).items():
         for method, result in (results or {}).items():
             if isinstance(result, Mapping):
                 yield method, int(k), dict(result)
-
-
-def _sort_key(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
 
 
 def bootstrap_ci(values: Sequence[float], *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95) -> tuple[float, float]:
@@ -127,7 +123,7 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
         logger.warning("%s holds records of %d different configurations; the summary pools them", path, len(configs))
 
     rows = []
-    for (method, k, lang), g in sorted(groups.items(), key=lambda kv: (_sort_key(kv[0][0]), kv[0][1], kv[0][2] != ALL, kv[0][2])):
+    for (method, k, lang), g in sorted(groups.items(), key=lambda kv: (method_order(kv[0][0]), kv[0][1], kv[0][2] != ALL, kv[0][2])):
         count = len(g.scores)
         mean = sum(g.scores) / count if count else math.nan
         low, high = bootstrap_ci(g.scores, seed=seed)
@@ -171,8 +167,8 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
             "fallbacks": dict(fallbacks),
             "method_failures": dict(method_failures),
         },
-        "methods": sorted({r["method"] for r in rows}, key=_sort_key),
-        "ns": sorted({r["n"] for r in rows if r["method"] != "greedy"}),
+        "methods": sorted({r["method"] for r in rows}, key=method_order),
+        "ns": sorted({r["n"] for r in rows if r["method"] not in BASELINES}),
         "languages": sorted({r["language"] for r in rows if r["language"] != ALL}),
         "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": 0.95, "seed": seed},
         "rows": rows,
@@ -265,13 +261,14 @@ def plot_scaling(summary: Mapping[str, Any], path: str | Path, language: str = A
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["n"])
         if not mine:
             continue
-        if method == "greedy":
+        if method in BASELINES:
             r = mine[0]
-            ax.axhline(r["mean"], color="grey", linestyle="--", linewidth=1, label="greedy")
+            ax.axhline(r["mean"], color="grey", linestyle="--", linewidth=1, label=method)
             ax.axhspan(r["ci_low"], r["ci_high"], color="grey", alpha=0.1)
             continue
         xs = [r["n"] for r in mine]
-        style = {"linestyle": ":"} if method == "oracle" else {}
+        # a method that looks at gold labels (the oracle) is a ceiling, drawn dotted
+        style = {"linestyle": ":"} if method in AGGREGATORS and not AGGREGATORS[method].deployable else {}
         (line,) = ax.plot(xs, [r["mean"] for r in mine], marker="o", label=method, **style)
         ax.fill_between(xs, [r["ci_low"] for r in mine], [r["ci_high"] for r in mine], color=line.get_color(), alpha=0.15)
     ax.set_xscale("log", base=2)
@@ -299,7 +296,7 @@ class RunningMetrics:
 
     def add(self, rec: Mapping[str, Any]) -> None:
         for method, k, result in method_results(rec):
-            if k in (self.n_max, 1) and (method == "greedy" or k == self.n_max) and result.get("score") is not None:
+            if k in (self.n_max, 1) and (method in BASELINES or k == self.n_max) and result.get("score") is not None:
                 self.sums[method] += float(result["score"])
                 self.counts[method] += 1
 

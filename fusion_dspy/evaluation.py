@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fusion_dspy.aggregate.registry import BASELINES, BON, FUSION, GREEDY, available_methods, check_methods
 from fusion_dspy.data import BadRows
 from fusion_dspy.errors import ConfigurationError, DataError, EndpointError, FusionError, first_line
 from fusion_dspy.task import Task, load_task
@@ -66,7 +67,7 @@ class EvalPlan:
 
     @property
     def aggregations(self) -> tuple[str, ...]:
-        return tuple(m for m in self.methods if m != "greedy")
+        return tuple(m for m in self.methods if m not in BASELINES)
 
 
 @dataclass
@@ -125,13 +126,8 @@ def parse_ns(n: int | str | Sequence[int]) -> tuple[int, ...]:
 
 
 def default_methods(task: Task) -> tuple[str, ...]:
-    """Every method the task supports: greedy, bon, fusion, oracle (gold), majority (normaliser)."""
-    out = ["greedy", "bon", "fusion"]
-    if task.has_gold:
-        out.append("oracle")
-    if task.normalize is not None:
-        out.append("majority")
-    return tuple(out)
+    """Every method the task supports (the baseline, then each aggregation whose needs the task meets)."""
+    return available_methods(task)
 
 
 def prepare(
@@ -153,8 +149,6 @@ def prepare(
         ConfigurationError: unknown task or method (the valid ones are listed), bad n, limit...
         DataError: a malformed data row (file and line named), unless ``skip_bad_rows``.
     """
-    from fusion_dspy.methods import check_methods
-
     task = load_task(task) if isinstance(task, str) else task
     if not isinstance(task, Task):
         raise ConfigurationError(f"task must be a fusion_dspy.task.Task or a task name, got {type(task).__name__}")
@@ -307,7 +301,7 @@ def evaluate(
         n: pool size, or several (``[1, 2, 4, 8]``) for a scaling curve over one sampled pool
             (default 4). With several teachers the pool is the teachers' samples (the default N);
             ``n`` values must not exceed it.
-        methods: any of greedy, bon, fusion, oracle, majority (default: all the task supports).
+        methods: any of :data:`~fusion_dspy.aggregate.ALL_METHODS` (default: all the task supports).
         concurrency: examples in flight.
         cache: use DSPy's response cache (turn off to measure speed).
     """
@@ -344,9 +338,9 @@ class _Worker:
     """Turns one example into its record; one bad method output never fails the example."""
 
     def __init__(self, plan: EvalPlan, roles: EvalRoles, config: Mapping[str, Any]):
-        from fusion_dspy.fuse import Fusor
-        from fusion_dspy.methods import Aggregators
-        from fusion_dspy.sampling import output_fields_of, task_signature
+        from fusion_dspy.aggregate.modules import fusor_for
+        from fusion_dspy.aggregate.registry import Aggregators
+        from fusion_dspy.sampling import output_fields_of
 
         self.plan = plan
         self.roles = roles
@@ -354,10 +348,8 @@ class _Worker:
         self.task = plan.task
         probe = plan.task.program()
         self.output_fields = output_fields_of(probe)
-        fusor = None
-        if "fusion" in plan.methods:
-            fusor = Fusor(task_signature(probe), lm=roles.fusor, seed=plan.seed)
-        self.aggregators = Aggregators(fusor=fusor, scorer=roles.scorer if "bon" in plan.methods else None, task=plan.task, seed=plan.seed)
+        fusor = fusor_for(probe, lm=roles.fusor, seed=plan.seed) if FUSION in plan.methods else None
+        self.aggregators = Aggregators(fusor=fusor, scorer=roles.scorer if BON in plan.methods else None, task=plan.task, seed=plan.seed)
 
     def __call__(self, example: Any) -> dict[str, Any]:
         import dspy
@@ -379,8 +371,8 @@ class _Worker:
             cset = sample_candidates(program, inputs, pool=self.roles.teachers, samples_per_model=self.roles.samples_per_teacher,
                                      temperature=self.roles.temperature, rollout_offset=self.plan.seed)
         methods: dict[str, Any] = {}
-        if "greedy" in self.plan.methods:
-            methods["greedy"] = self._greedy(program, inputs)
+        if GREEDY in self.plan.methods:
+            methods[GREEDY] = self._greedy(program, inputs)
         by_n: dict[str, Any] = {}
         for k in self.plan.ns:
             results = self._aggregate(cset.first(k), example)
@@ -408,7 +400,7 @@ class _Worker:
         }
 
     def _greedy(self, program: Any, inputs: dict[str, Any]) -> dict[str, Any]:
-        from fusion_dspy.methods import greedy
+        from fusion_dspy.aggregate.registry import greedy
 
         try:
             return greedy(program, inputs, self.roles.greedy_lm)

@@ -3,7 +3,7 @@
 The paper's second setting (Fusion-of-N as a teacher for SFT data). For every prompt the teachers of
 a :class:`~fusion_dspy.endpoints.Pool` answer it (``samples_per_teacher`` each, temperature 0.3 by
 default), optional filters drop candidates (failed samples always, wrong language, too short), and
-:class:`~fusion_dspy.methods.Aggregators` applies ``fusion`` (and ``bon`` on the same candidates
+:class:`~fusion_dspy.aggregate.Aggregators` applies ``fusion`` (and ``bon`` on the same candidates
 when asked). One JSON line per prompt goes to ``OUT/synth.jsonl``::
 
     {"id": ..., "messages": [{"role": "user", ...}, {"role": "assistant", ...}],
@@ -46,6 +46,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from fusion_dspy.aggregate.registry import BON, FUSION, available_methods, check_methods, method_order
 from fusion_dspy.data import BadRows, read_jsonl
 from fusion_dspy.errors import ConfigurationError, DataError, SamplingError
 from fusion_dspy.types import Candidate, CandidateSet
@@ -57,7 +58,8 @@ SYNTH_INSTRUCTION = (
     "accurately, in the language of the prompt. Follow its instructions, give the relevant "
     "information clearly, and refuse only what would be harmful."
 )
-SYNTH_METHODS = ("fusion", "bon")
+# open-ended prompts have no gold answers and no answer normaliser: the methods that need neither
+SYNTH_METHODS = available_methods(None, baselines=False, deployable_only=True)
 RECORDS_NAME = "synth.jsonl"
 CONFIG_NAME = "synth.config.json"
 PARQUET_NAME = "synth.parquet"
@@ -415,13 +417,8 @@ def _hash(text: str) -> str:
 
 def check_synth_methods(methods: Sequence[str]) -> tuple[str, ...]:
     """Validate synth's methods; ``bon`` runs before ``fusion`` so fusion falls back to its pick."""
-    names = tuple(dict.fromkeys(m.strip() for m in methods if m and m.strip()))
-    if not names:
-        raise ConfigurationError(f"no methods given; synth methods: {', '.join(SYNTH_METHODS)}")
-    unknown = [m for m in names if m not in SYNTH_METHODS]
-    if unknown:
-        raise ConfigurationError(f"unknown synth method(s) {', '.join(unknown)}; synth methods: {', '.join(SYNTH_METHODS)}")
-    return tuple(m for m in ("bon", "fusion") if m in names)
+    names = check_methods(methods, allowed=SYNTH_METHODS, what="synth method")
+    return tuple(sorted(dict.fromkeys(names), key=method_order))
 
 
 @dataclass
@@ -442,7 +439,7 @@ class _Setup:
 def build_setup(
     pool: Any,
     *,
-    methods: Sequence[str] = ("fusion",),
+    methods: Sequence[str] = (FUSION,),
     samples_per_teacher: int | None = None,
     temperature: float | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
@@ -452,9 +449,8 @@ def build_setup(
     seed: int = 0,
 ) -> _Setup:
     """The program, teachers, aggregators and the configuration that goes into every id."""
+    from fusion_dspy.aggregate import Aggregators, fusor_for
     from fusion_dspy.endpoints import Pool
-    from fusion_dspy.fuse import Fusor
-    from fusion_dspy.methods import Aggregators
     from fusion_dspy.select import LLMRater, RewardModelScorer
 
     if not isinstance(pool, Pool):
@@ -475,10 +471,10 @@ def build_setup(
     teachers = pool.teacher_lms(temperature=t, max_tokens=max_tokens)
     fusor = scorer = None
     fusor_ep = pool.endpoints[pool.fusor_name]
-    if "fusion" in methods:  # the Fusor raises its budget to what the candidates used (and a comparison's share)
-        fusor = Fusor(program.signature, lm=fusor_ep.lm(temperature=0.0, max_tokens=max_tokens), instruction=fusion_instruction, seed=seed)
+    if FUSION in methods:  # the Fusor raises its budget to what the candidates used (and a comparison's share)
+        fusor = fusor_for(program, lm=fusor_ep.lm(temperature=0.0, max_tokens=max_tokens), instruction=fusion_instruction, seed=seed)
     scorer_desc = None
-    if "bon" in methods:
+    if BON in methods:
         if pool.reward_model is not None:
             rm = pool.endpoints[pool.reward_model]
             scorer = RewardModelScorer.from_endpoint(rm)
@@ -515,17 +511,17 @@ def synthesize_one(setup: _Setup, prompt: Prompt, *, attempt: int = 0) -> dict[s
     if not kept.candidates:
         reasons = Counter(d["reason"].split(":")[0] for d in report["dropped"])
         raise SamplingError(f"filters dropped all {len(cset.candidates)} candidates ({dict(reasons)}); rerun to retry with fresh samples")
-    results = setup.aggregators.run(kept, setup.methods)
+    results = setup.aggregators.results(kept, setup.methods)
 
-    fusion = results.get("fusion")
-    bon = results.get("bon")
-    answer_from = "fusion" if fusion is not None else "best_of_n"
-    answer = (fusion or bon)["outputs"].get(RESPONSE_FIELD)
+    fusion = results[FUSION].outcome if FUSION in results else None
+    bon = results[BON].outcome if BON in results else None
+    answer_from = FUSION if fusion is not None else "best_of_n"
+    answer = (fusion or bon).outputs.get(RESPONSE_FIELD)
     if not isinstance(answer, str) or not answer.strip():
         raise SamplingError(f"the {answer_from} answer is empty")
     sampling = cset.usage
-    fusion_usage = _usage_of(fusion["fusion"]["usage"]) if fusion else None
-    bon_usage = bon["selection"]["usage"] if bon else None
+    fusion_usage = _usage_of(fusion.usage.to_dict()) if fusion else None
+    bon_usage = bon.usage.to_dict() if bon else None
     total_prompt = sampling.prompt_tokens + sum(u["prompt_tokens"] for u in (fusion_usage, bon_usage) if u)
     total_completion = sampling.completion_tokens + sum(u["completion_tokens"] for u in (fusion_usage, bon_usage) if u)
     return {
@@ -533,12 +529,12 @@ def synthesize_one(setup: _Setup, prompt: Prompt, *, attempt: int = 0) -> dict[s
         "prompt": prompt.text,
         "answer_from": answer_from,
         "candidates": [_candidate_row(c, cset.output_fields) for c in cset.candidates],
-        "fusion": _fusion_row(fusion["fusion"]) if fusion else None,
-        "best_of_n": _selection_row(bon["selection"]) if bon else None,
+        FUSION: _fusion_row(fusion.to_dict()) if fusion else None,
+        "best_of_n": _selection_row(bon.to_dict()) if bon else None,
         "filters": _filters_row(report),
         "usage": {
             "sampling": sampling.to_dict(),
-            "fusion": fusion_usage,
+            FUSION: fusion_usage,
             "best_of_n": bon_usage,
             "total": {"prompt_tokens": total_prompt, "completion_tokens": total_completion, "total_tokens": total_prompt + total_completion},
         },
@@ -620,7 +616,7 @@ def synthesize(
     *,
     pool: Any,
     limit: int | None = None,
-    methods: Sequence[str] = ("fusion",),
+    methods: Sequence[str] = (FUSION,),
     samples_per_teacher: int | None = None,
     temperature: float | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,

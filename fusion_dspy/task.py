@@ -36,7 +36,7 @@ class Task:
         baseline_method: for a metric that compares with a reference answer (a pairwise judge),
             the method whose answer in the same run stands in for a missing reference: it is
             attached to the example as ``baseline`` before the methods are scored. Arena-Hard
-            without reference answers uses ``"greedy"``: every method's win rate against greedy.
+            without reference answers uses the greedy baseline: every method's win rate against greedy.
     """
 
     name: str

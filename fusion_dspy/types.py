@@ -163,7 +163,7 @@ class Selection:
     Attributes:
         index: ``Candidate.index`` of the chosen candidate.
         scores: score per candidate index (None where a score could not be obtained).
-        method: "best_of_n", "majority" or "oracle".
+        method: what selected it (``best_of_n`` for a scorer's pick, else the method's name).
         fallback: why the usual rule could not be applied (None when it was).
         details: method-specific extras (rater analyses, vote counts).
     """

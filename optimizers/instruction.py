@@ -23,10 +23,10 @@ from typing import Any, Literal
 
 import dspy
 
+from fusion_dspy.aggregate import FusionAggregator, FusionOfN
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.fanout import fan_out
 from fusion_dspy.fuse import Fusor
-from fusion_dspy.modules import FusionOfN
 from fusion_dspy.runs import record_id
 from fusion_dspy.sampling import task_signature
 from fusion_dspy.task import Task
@@ -108,7 +108,7 @@ class CachedFusion(dspy.Module):
         if cset is None:
             raise ConfigurationError("no cached candidate set for these inputs; CachedFusion only answers the examples it was built with")
         with dspy.context(lm=self._shared.lm):
-            fusion = self.fusor(candidates=cset)
+            fusion = FusionAggregator(self.fusor).run(cset).outcome
         return dspy.Prediction(**fusion.outputs, fusion=fusion, fallback=fusion.fallback, usage=fusion.usage)
 
 

@@ -5,9 +5,10 @@ Each trial picks
 - ``n``: samples per teacher (the pool YAML's ``samples_per_teacher``),
 - ``temperature``: the teachers' sampling temperature,
 - ``teachers``: a non-empty subset of the pool's teachers (one categorical: ``"a+b"``),
-- ``method``: ``fusion``, ``bon`` (Best-of-N with an LLM rater) or ``majority`` (when the task has
-  an answer normaliser),
-- ``fusor`` (only when the method is fusion) or ``rater`` (only for bon): which model aggregates,
+- ``method``: every deployable method of :mod:`fusion_dspy.aggregate` the task supports (fusion,
+  Best-of-N with an LLM rater, majority vote when the task has an answer normaliser),
+- ``fusor`` (only for a method that needs a fusor) or ``rater`` (only for one that needs a scorer):
+  which model aggregates,
 
 and scores it on the examples: the mean task metric and the mean tokens per example (sampling plus
 aggregation). Two objectives:
@@ -42,13 +43,13 @@ from typing import Any, Literal
 
 import dspy
 
+from fusion_dspy.aggregate import AGGREGATORS, FUSION, Aggregators, check_methods, fusor_for, needs_of
+from fusion_dspy.aggregate.registry import task_offers
 from fusion_dspy.endpoints import Endpoint, Pool, model_list_of
 from fusion_dspy.errors import ConfigurationError, SamplingError
 from fusion_dspy.fanout import fan_out
 from fusion_dspy.fuse import Fusor
-from fusion_dspy.methods import Aggregators
 from fusion_dspy.runs import RecordStore, record_id
-from fusion_dspy.sampling import task_signature
 from fusion_dspy.select import LLMRater
 from fusion_dspy.task import Task
 from fusion_dspy.types import CandidateSet, Usage
@@ -76,7 +77,10 @@ __all__ = [
 ]
 
 PARAMETERS = ("n", "temperature", "teachers", "method", "fusor", "rater")
-METHODS = ("fusion", "bon", "majority")
+# the deployable methods (not the oracle, which reads gold labels), fusion first
+METHODS = (FUSION,) + tuple(name for name, cls in AGGREGATORS.items() if cls.deployable and name != FUSION)
+# the searched parameter that names the model a method needs for its aggregation
+_ROLE_PARAMETER = {"fusor": "fusor", "scorer": "rater"}
 MAX_TEACHERS = 8  # subsets are one categorical: 2^8 - 1 choices at most
 
 
@@ -125,7 +129,7 @@ class SearchSpace:
         unknown = sorted(set(values) - set(PARAMETERS))
         if unknown:
             raise ConfigurationError(f"unknown search parameter(s) {', '.join(unknown)}; valid parameters: {', '.join(PARAMETERS)}")
-        allowed_methods = tuple(m for m in METHODS if m != "majority" or task.normalize is not None)
+        allowed_methods = tuple(m for m in METHODS if all(task_offers(need, task) for need in needs_of(m)))
         get = lambda k, d: values[k] if values.get(k) is not None else d  # noqa: E731
         n = _parse_list("n", get("n", (1, 2, 4)), int)
         if any(v < 1 for v in n):
@@ -143,13 +147,7 @@ class SearchSpace:
                 raise ConfigurationError(f"{role} {', '.join(missing)} not among the models; known: {', '.join(names)}")
         if len(teachers) > MAX_TEACHERS:
             raise ConfigurationError(f"at most {MAX_TEACHERS} teachers can be searched over, got {len(teachers)}")
-        bad = [m for m in method if m not in METHODS]
-        if bad:
-            raise ConfigurationError(f"unknown method(s) {', '.join(bad)}; valid methods: {', '.join(METHODS)}")
-        if "majority" in method and task.normalize is None:
-            raise ConfigurationError(
-                f"task {task.name!r} has no answer normaliser, so 'majority' cannot be searched; valid: {', '.join(allowed_methods)}"
-            )
+        check_methods(method, task, allowed=METHODS)
         return cls(n, temperature, teachers, method, fusor, rater)
 
     def teacher_subsets(self) -> tuple[str, ...]:
@@ -177,6 +175,12 @@ class SearchSpace:
                 "method": list(self.method), "fusor": list(self.fusor), "rater": list(self.rater)}
 
 
+def aggregator_parameter(method: str) -> str | None:
+    """``fusor`` or ``rater``: the parameter naming the model ``method`` aggregates with (None: it needs none)."""
+    needs = needs_of(method)
+    return next((parameter for need, parameter in _ROLE_PARAMETER.items() if need in needs), None)
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """One configuration to evaluate."""
@@ -194,17 +198,15 @@ class TrialConfig:
         temperature = trial.suggest_categorical("temperature", dists["temperature"].choices)
         teachers = trial.suggest_categorical("teachers", dists["teachers"].choices)
         method = trial.suggest_categorical("method", dists["method"].choices)
-        aggregator = None
-        if method == "fusion":
-            aggregator = trial.suggest_categorical("fusor", dists["fusor"].choices)
-        elif method == "bon":
-            aggregator = trial.suggest_categorical("rater", dists["rater"].choices)
+        parameter = aggregator_parameter(method)
+        aggregator = trial.suggest_categorical(parameter, dists[parameter].choices) if parameter else None
         return cls(int(n), float(temperature), tuple(str(teachers).split("+")), str(method), aggregator)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrialConfig:
         method = str(params["method"])
-        aggregator = params.get("fusor") if method == "fusion" else params.get("rater") if method == "bon" else None
+        parameter = aggregator_parameter(method)
+        aggregator = params.get(parameter) if parameter else None
         return cls(int(params["n"]), float(params["temperature"]), tuple(str(params["teachers"]).split("+")), method, aggregator)
 
 
@@ -345,19 +347,20 @@ class SearchContext:
 
     def __post_init__(self) -> None:
         self.program = self.task.program()
-        self.signature = task_signature(self.program)
 
     def aggregators(self, config: TrialConfig) -> Aggregators:
-        name = config.aggregator
-        if config.method == "fusion" and name is not None:
+        """The registry's methods with the trial's aggregator model in the role its method needs."""
+        name, needs = config.aggregator, needs_of(config.method)
+        fusor = scorer = None
+        if "fusor" in needs and name is not None:
             if name not in self._fusors:
-                self._fusors[name] = Fusor(self.signature, lm=self.models.aggregator(name), seed=self.seed)
-            return Aggregators(fusor=self._fusors[name], task=self.task, seed=self.seed)
-        if config.method == "bon" and name is not None:
+                self._fusors[name] = fusor_for(self.program, lm=self.models.aggregator(name), seed=self.seed)
+            fusor = self._fusors[name]
+        if "scorer" in needs and name is not None:
             if name not in self._raters:
                 self._raters[name] = LLMRater(lm=self.models.aggregator(name))
-            return Aggregators(scorer=self._raters[name], task=self.task, seed=self.seed)
-        return Aggregators(task=self.task, seed=self.seed)
+            scorer = self._raters[name]
+        return Aggregators(fusor=fusor, scorer=scorer, task=self.task, seed=self.seed)
 
 
 def _evaluate_example(ctx: SearchContext, config: TrialConfig, example: Any) -> tuple[float, int, Usage, Usage, bool, bool]:
@@ -690,10 +693,9 @@ def write_pool(path: str | Path, config: TrialConfig, models: Models, trial: Any
     if missing:
         raise ConfigurationError(f"cannot write a pool file: no endpoint for {', '.join(missing)}")
     roles: dict[str, Any] = {"teachers": list(config.teachers), "samples_per_teacher": config.n, "temperature": config.temperature}
-    if config.method == "fusion":
-        roles["fusor"] = config.aggregator
-    elif config.method == "bon":
-        roles["rater"] = config.aggregator
+    parameter = aggregator_parameter(config.method)
+    if parameter:  # the pool file's role names are the search's parameter names (fusor, rater)
+        roles[parameter] = config.aggregator
     optimized: dict[str, Any] = {"method": config.method, "n": config.n, **provenance}
     if trial is not None:
         attrs = trial.user_attrs

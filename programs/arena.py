@@ -30,6 +30,7 @@ from typing import Any
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
+from fusion_dspy.aggregate import GREEDY
 from fusion_dspy.data import BadRows, read_jsonl
 from fusion_dspy.errors import ConfigurationError, DataError
 from fusion_dspy.parsing import SchemaAdapter, field_char_limits
@@ -403,7 +404,7 @@ def make_task(judge_lm: Any = None, references: str | os.PathLike[str] | None = 
         answer_field="response",
         normalize=None,
         has_gold=references is not None,
-        baseline_method=None if references is not None else "greedy",
+        baseline_method=None if references is not None else GREEDY,
         description="Arena-Hard open-ended prompts; pairwise LLM-judge win rate (both orders, ties half)",
         extras={"judge": judge_metric.judge, "head_to_head": head_to_head, "pairwise_scores": pairwise_scores},
     )

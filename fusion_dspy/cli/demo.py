@@ -34,9 +34,9 @@ def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 384, seed:
     """
     import dspy
 
+    from fusion_dspy.aggregate import Aggregators
     from fusion_dspy.analysis import contributions
     from fusion_dspy.fuse import Fusor
-    from fusion_dspy.methods import Aggregators
     from fusion_dspy.sampling import sample_candidates
     from fusion_dspy.select import LLMRater
     from fusion_dspy.substance import assess

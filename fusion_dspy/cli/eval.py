@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from fusion_dspy.aggregate import ALL_METHODS
 from fusion_dspy.cli._models import (
     API_BASE_OPTION,
     API_KEY_OPTION,
@@ -36,7 +37,7 @@ def eval_command(
         None, "--n", help="Candidates per example, or a list such as 1,2,4,8 for a scaling curve (default 4; with several teachers, the whole pool)."
     ),
     methods: str | None = typer.Option(
-        None, "--methods", help="Comma-separated: greedy,bon,fusion,oracle,majority (default: all the task supports)."
+        None, "--methods", help=f"Comma-separated: {','.join(ALL_METHODS)} (default: all the task supports)."
     ),
     out: Path | None = typer.Option(None, "--out", help="Folder for records, summary and plot (default runs/eval/<task>)."),
     max_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, "--max-tokens", help="Token limit of every generation."),

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from fusion_dspy.aggregate import AGGREGATORS
 from fusion_dspy.cli._models import (
     API_BASE_OPTION,
     API_KEY_OPTION,
@@ -28,6 +29,7 @@ from fusion_dspy.errors import ConfigurationError
 INSTRUCTION_MODULE = "optimizers.instruction"
 SEARCH_MODULE = "optimizers.search"
 CACHE_MODULE = "optimizers.cache"
+_DEPLOYABLE = ",".join(name for name, cls in AGGREGATORS.items() if cls.deployable)  # the methods a search may pick
 
 optimize_app = typer.Typer(help="Tune Fusion-of-N for a task: the fusor instruction, or n / temperature / pool / method.", no_args_is_help=True)
 
@@ -169,7 +171,7 @@ def search(
     n_choices: str | None = typer.Option(None, "--n-choices", help="Choices of n, samples per teacher (default 1,2,4)."),
     temperatures: str | None = typer.Option(None, "--temperatures", help="Temperature choices (default 0.3,0.7)."),
     teachers: str | None = typer.Option(None, "--teachers", help="Teachers whose subsets are searched (default: the pool's)."),
-    methods: str | None = typer.Option(None, "--methods", help="Methods (default fusion,bon,majority where the task allows)."),
+    methods: str | None = typer.Option(None, "--methods", help=f"Methods (default {_DEPLOYABLE} where the task allows)."),
     fusors: str | None = typer.Option(None, "--fusors", help="Models that may fuse (default: every model)."),
     raters: str | None = typer.Option(None, "--raters", help="Models that may rate for bon (default: the first model)."),
     param: list[str] = typer.Option([], "--param", help="Any parameter as NAME=V1,V2 (n, temperature, teachers, method, fusor, rater)."),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from fusion_dspy.aggregate import BON, FUSION
 from fusion_dspy.cli._models import (
     API_BASE_OPTION,
     API_KEY_OPTION,
@@ -25,7 +26,7 @@ def synth(
     prompts: Path = typer.Option(..., "--prompts", help="JSONL (prompt: text or chat messages), parquet, or a datasets folder."),
     out: Path = typer.Option(..., "--out", help="Folder for synth.jsonl (appended to; reruns skip finished prompts)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first K prompts."),
-    methods: str = typer.Option("fusion", "--methods", help="fusion, bon, or fusion,bon (Best-of-N on the same candidates)."),
+    methods: str = typer.Option(FUSION, "--methods", help=f"{FUSION}, {BON}, or {FUSION},{BON} (Best-of-N on the same candidates)."),
     n: int | None = typer.Option(None, "--n", min=1, help="Samples per teacher (default: the pool's; 4 without --pool)."),
     temperature: float | None = typer.Option(None, "--temperature", help="Teacher temperature (default: the pool's, 0.3)."),
     max_tokens: int = typer.Option(512, "--max-tokens", min=16, help="Completion tokens per teacher sample (the fusor gets 2x)."),

@@ -18,8 +18,14 @@ def default_normalize(value: Any) -> str | None:
     return text or None
 
 
-def majority_vote(cset: CandidateSet, field: str | None = None, normalize: Callable[[Any], str | None] | None = None) -> Selection:
-    """The candidate whose normalised ``field`` is the most common.
+def majority_vote(
+    cset: CandidateSet,
+    field: str | None = None,
+    normalize: Callable[[Any], str | None] | None = None,
+    *,
+    method: str = "majority_vote",
+) -> Selection:
+    """The candidate whose normalised ``field`` is the most common (``method`` labels the :class:`Selection`).
 
     Ties go to the answer that appeared first; the chosen candidate is that answer's first
     occurrence. Candidates whose answer normalises to None do not vote; if none votes, the first
@@ -41,7 +47,7 @@ def majority_vote(cset: CandidateSet, field: str | None = None, normalize: Calla
     counts = Counter(k for k in keys.values() if k is not None)
     if not counts:
         first = ok[0]
-        return Selection(first.index, dict(first.outputs), {c.index: None for c in ok}, "majority",
+        return Selection(first.index, dict(first.outputs), {c.index: None for c in ok}, method,
                          fallback="no candidate had a usable answer to vote on; kept the first candidate",
                          details={"keys": keys})
     top = max(counts.values())
@@ -54,4 +60,4 @@ def majority_vote(cset: CandidateSet, field: str | None = None, normalize: Calla
     index = first_seen[winner]
     chosen = next(c for c in ok if c.index == index)
     scores = {c.index: float(counts[keys[c.index]]) if keys[c.index] is not None else None for c in ok}
-    return Selection(index, dict(chosen.outputs), scores, "majority", details={"votes": dict(counts), "winner": winner})
+    return Selection(index, dict(chosen.outputs), scores, method, details={"votes": dict(counts), "winner": winner})

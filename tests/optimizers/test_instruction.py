@@ -8,8 +8,8 @@ import json
 import dspy
 import pytest
 
+from fusion_dspy.aggregate import FusionOfN
 from fusion_dspy.errors import ConfigurationError
-from fusion_dspy.modules import FusionOfN
 from fusion_dspy.signatures import PLAIN_FUSION_INSTRUCTION
 from optimizers.cache import CandidateCache
 from optimizers.instruction import CachedFusion, check_budget, feedback_metric, split_examples, tune_instruction

@@ -122,11 +122,26 @@ def test_dspy_optimizer_tunes_only_the_fusor():
         (lambda: fd.FusionOfN("not a program"), "dspy.Module"),
         (lambda: fd.FusionOfN(dspy.Predict("q -> a"), fusor="gpt"), "fusor must be"),
         (lambda: fd.BestOfN(dspy.Predict("q -> a"), n=2), "needs a scorer"),
+        (lambda: fd.FusionOfN(dspy.Predict("q -> a"), fusor=fd.fusor_for(dspy.Predict("q -> a")), compare=True), "configure the Fusor instead"),
+        (lambda: fd.FusionOfN(dspy.Predict("q -> a"), fusor=fd.fusor_for(dspy.Predict("q -> b"))), "the program outputs a"),
     ],
 )
 def test_invalid_arguments_fail_at_once(make, message):
     with pytest.raises(ConfigurationError, match=message):
         make()
+
+
+def test_a_configured_fusor_or_an_lm_with_the_fusor_s_options_make_the_same_fusor(server):
+    lm = _lm(server)
+    program = dspy.ChainOfThought("question -> answer")
+    configured = fd.FusionOfN(program, n=2, fusor=fd.fusor_for(program, lm=lm, compare=True, seed=3, instruction="Fuse."))
+    shorthand = fd.FusionOfN(program, n=2, fusor=lm, compare=True, seed=3, instruction="Fuse.")
+    for module in (configured, shorthand):
+        assert module.fusor.lm is lm and module.fusor.seed == 3 and module.fusor.compare is not None
+        assert "Fuse." in module.fusor.instruction
+    assert configured.fusor.fuse.signature.instructions == shorthand.fusor.fuse.signature.instructions
+    with pytest.raises(TypeError, match="no_such_option"):
+        fd.FusionOfN(program, n=2, fusor=lm, no_such_option=1)  # the Fusor's own keywords, checked by the Fusor
 
 
 def test_no_fusor_lm_fails_before_any_call():

@@ -1,8 +1,10 @@
-"""``FusionOfN`` and ``BestOfN``: sampling plus one aggregator, as drop-in DSPy modules.
+"""``FusionOfN`` and ``BestOfN``: sampling plus one method of the registry, as drop-in DSPy modules.
 
 Both wrap any DSPy program and return a ``dspy.Prediction`` with the program's own output fields,
 so they nest in larger programs and work with ``dspy.Evaluate`` and optimizers. The wrapped
-program is frozen (held outside DSPy's parameter tree): optimizers tune only the fusor.
+program is frozen (held outside DSPy's parameter tree): optimizers tune only the fusor. Their
+``aggregate`` runs the same :mod:`~fusion_dspy.aggregate.registry` method that ``eval`` and ``synth``
+run, so a module and the harness give the same answer on the same candidate set.
 """
 
 from __future__ import annotations
@@ -13,13 +15,27 @@ from typing import Any
 
 import dspy
 
+from fusion_dspy.aggregate.registry import BestOfNAggregator, FusionAggregator
 from fusion_dspy.errors import ConfigurationError
-from fusion_dspy.fuse import ContextPolicy, Fusor, FusorFormat
+from fusion_dspy.fuse import Fusor
 from fusion_dspy.sampling import Strategy, normalize_pool, output_fields_of, sample_candidates, task_signature
-from fusion_dspy.select.best_of_n import as_scorer, select_best
-from fusion_dspy.types import CandidateSet, Usage
+from fusion_dspy.select.best_of_n import as_scorer
+from fusion_dspy.types import CandidateSet
 
 logger = logging.getLogger(__name__)
+
+
+def fusor_for(program: Any, *, lm: Any = None, **options: Any) -> Fusor:
+    """A :class:`~fusion_dspy.fuse.Fusor` for ``program``'s task (its first inputs, its last outputs).
+
+    ``options`` are the Fusor's keywords (``instruction``, ``seed``, ``compare``, ``format``,
+    ``language``, ``context_window``, ...).
+
+    Example:
+        >>> fusor = fusor_for(qa, lm=big_lm, compare=True)           # doctest: +SKIP
+        >>> FusionOfN(qa, n=4, fusor=fusor)                           # doctest: +SKIP
+    """
+    return Fusor(task_signature(program), lm=lm, **options)
 
 
 class _Frozen:
@@ -79,16 +95,12 @@ class FusionOfN(_Sampled):
         program: any DSPy program; its output fields are the fused prediction's fields.
         n: samples of one LM (ignored with ``pool``).
         fusor: the fusor LM (default: ``dspy.settings.lm`` at call time), or a configured
-            :class:`~fusion_dspy.fuse.Fusor` (then the fusor keywords below are not used).
+            :class:`~fusion_dspy.fuse.Fusor` (see :func:`fusor_for`).
         pool: teachers (``{name: LM}``, list of LMs, or a Pool); each gives ``samples_per_model``.
         lm: the LM sampled ``n`` times (default: ``dspy.settings.lm``).
-        instruction: replaces the default fusion instruction.
-        seed: seeds the shuffling of candidates shown to the fusor.
-        fenced: fence candidates as data (prompt-injection guard).
-        format: the fusor's prompts: ``auto`` (plain for text and scalar outputs, else structured),
-            ``plain`` or ``structured`` (see :class:`~fusion_dspy.fuse.Fusor`).
-        compare: ask the fusor for a comparison of the candidates first (a separate call).
-        language: the language of the answer, when the task does not state it.
+        fusor_options: with an LM (or none) as ``fusor``, the :class:`~fusion_dspy.fuse.Fusor`'s
+            keywords (``compare``, ``format``, ``instruction``, ``seed``, ``language``, ...), as
+            ``dspy.ChainOfThought`` passes its ``config`` on to ``Predict``.
 
     The prediction carries ``candidates`` (CandidateSet), ``fusion`` (Fusion: comparison, shown
     order, fallback), ``fallback`` (None when the fusor's own answer was used) and ``usage``.
@@ -109,30 +121,28 @@ class FusionOfN(_Sampled):
         lm: Any = None,
         samples_per_model: int = 1,
         temperature: float | None = None,
-        instruction: str | None = None,
-        seed: int = 0,
-        fenced: bool = True,
-        format: FusorFormat = "auto",
-        compare: bool = False,
-        language: str | None = None,
-        use_schema: bool = True,
         strategy: Strategy = "auto",
         max_workers: int = 4,
         dedupe: bool = False,
-        context_window: int | None = None,
-        context_policy: ContextPolicy = "trim",
+        **fusor_options: Any,
     ):
         super().__init__(program, n, lm, pool, samples_per_model, temperature, strategy, max_workers, dedupe)
         if isinstance(fusor, Fusor):
+            if fusor_options:
+                raise ConfigurationError(
+                    f"fusor is a configured Fusor, so {', '.join(sorted(fusor_options))} cannot be applied: configure the Fusor instead"
+                )
+            theirs = tuple(fusor.task_signature.output_fields)
+            if theirs != self.output_fields:
+                raise ConfigurationError(
+                    f"the Fusor writes {', '.join(theirs)} but the program outputs {', '.join(self.output_fields)}: "
+                    "build it for this program (fusor_for(program, lm=...))"
+                )
             self.fusor = fusor
             return
         if fusor is not None and not isinstance(fusor, dspy.BaseLM):
             raise ConfigurationError(f"fusor must be a dspy LM or a Fusor, got {type(fusor).__name__}")
-        self.fusor = Fusor(
-            task_signature(program), lm=fusor, instruction=instruction, seed=seed, fenced=fenced, format=format,
-            compare=compare, language=language, use_schema=use_schema, context_window=context_window,
-            context_policy=context_policy,
-        )
+        self.fusor = fusor_for(program, lm=fusor, **fusor_options)
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
         if self.fusor.lm is None and dspy.settings.lm is None:
@@ -141,12 +151,9 @@ class FusionOfN(_Sampled):
         return self.aggregate(cset)
 
     def aggregate(self, cset: CandidateSet, fallback_scores: dict[int, float | None] | None = None) -> dspy.Prediction:
-        """Fuse an existing candidate set (so other methods can share it)."""
-        fusion = self.fusor(candidates=cset, fallback_scores=fallback_scores)
-        return dspy.Prediction(
-            **fusion.outputs, candidates=cset, fusion=fusion, fallback=fusion.fallback,
-            usage=Usage.breakdown(cset.usage, fusion.usage),
-        )
+        """Fuse an existing candidate set (so other methods can share it); ``fallback_scores`` pick a fallback."""
+        result = FusionAggregator(self.fusor).run(cset, fallback_scores=fallback_scores)
+        return result.to_prediction(cset)
 
 
 class BestOfN(_Sampled):
@@ -188,8 +195,4 @@ class BestOfN(_Sampled):
 
     def aggregate(self, cset: CandidateSet) -> dspy.Prediction:
         """Select from an existing candidate set."""
-        selection = select_best(cset, self.scorer, seed=self.seed)
-        return dspy.Prediction(
-            **selection.outputs, candidates=cset, selection=selection, fallback=selection.fallback,
-            usage=Usage.breakdown(cset.usage, selection.usage),
-        )
+        return BestOfNAggregator(self.scorer, seed=self.seed).run(cset).to_prediction(cset)
