@@ -47,7 +47,7 @@ def main() -> None:
     import litellm
 
     import fusion_dspy as fd
-    from fusion_dspy.endpoints import Pool
+    from fusion_dspy.lm.endpoints import Pool
     from fusion_dspy.synth import synthesize
 
     results: dict = {"count": args.count, "n": args.n, "max_tokens": args.max_tokens, "methods": args.methods,

@@ -13,7 +13,6 @@ from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from fusion_dspy.endpoints import Endpoint, Pool, load_pool  # noqa: E402
 from fusion_dspy.errors import (  # noqa: E402
     AggregationError,
     ConfigurationError,
@@ -24,6 +23,7 @@ from fusion_dspy.errors import (  # noqa: E402
     SamplingError,
     ServerError,
 )
+from fusion_dspy.lm.endpoints import Endpoint, Pool, load_pool  # noqa: E402
 from fusion_dspy.types import Candidate, CandidateSet, Fusion, Selection, Usage  # noqa: E402
 
 # name -> module; loaded on first access so that `import fusion_dspy` stays light.

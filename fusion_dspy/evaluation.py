@@ -182,13 +182,13 @@ def prepare(
 
 
 def roles_from_pool(pool: Any, *, max_tokens: int, cache: bool = True, rater_workers: int = 4) -> EvalRoles:
-    """The evaluation roles of a :class:`~fusion_dspy.endpoints.Pool`.
+    """The evaluation roles of a :class:`~fusion_dspy.lm.endpoints.Pool`.
 
     One teacher is sampled ``n`` times at temperature 0.7; several teachers give
     ``samples_per_teacher`` each at the pool's temperature. The fusor and rater are the pool's; a
     reward model, when the pool has one, scores Best-of-N instead of the rater.
     """
-    from fusion_dspy.endpoints import Pool
+    from fusion_dspy.lm.endpoints import Pool
     from fusion_dspy.select import LLMRater, RewardModelScorer
 
     if not isinstance(pool, Pool):
@@ -295,7 +295,7 @@ def evaluate(
 
     Args:
         task: a :class:`Task` or a task name / ``module:attr``.
-        pool: a :class:`~fusion_dspy.endpoints.Pool` or prepared :class:`EvalRoles`.
+        pool: a :class:`~fusion_dspy.lm.endpoints.Pool` or prepared :class:`EvalRoles`.
         out_dir: folder for ``records.jsonl``, ``summary.json``/``.md`` and ``scaling.png``
             (default ``runs/eval/<task>``). Finished examples there are skipped.
         n: pool size, or several (``[1, 2, 4, 8]``) for a scaling curve over one sampled pool

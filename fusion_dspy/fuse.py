@@ -17,10 +17,11 @@ from typing import Any, Literal
 
 import dspy
 
-from fusion_dspy.endpoints import lm_name
 from fusion_dspy.errors import AggregationError, ConfigurationError, EndpointError, first_line, is_endpoint_failure
 from fusion_dspy.llm_text import fence, render_fields
-from fusion_dspy.parsing import CHARS_PER_TOKEN, SchemaAdapter, field_char_limits
+from fusion_dspy.lm.endpoints import lm_name
+from fusion_dspy.lm.parsing import CHARS_PER_TOKEN, SchemaAdapter, field_char_limits
+from fusion_dspy.lm.token_count import chars_per_token
 from fusion_dspy.plain_adapter import PlainAdapter, render_outputs, suits_plain, task_instruction
 from fusion_dspy.signatures import (
     CANDIDATES_FIELD,
@@ -30,7 +31,6 @@ from fusion_dspy.signatures import (
     plain_fusion_signature,
 )
 from fusion_dspy.substance import DEGENERATE_REPETITION, framing_found, repetition
-from fusion_dspy.token_count import chars_per_token
 from fusion_dspy.types import Candidate, CandidateSet, Fusion, Usage
 
 logger = logging.getLogger(__name__)

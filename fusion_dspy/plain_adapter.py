@@ -100,7 +100,7 @@ class PlainAdapter(dspy.Adapter):
     Args:
         structured: the adapter used for signatures a plain completion cannot carry (default ``ChatAdapter``).
         lenient: when a later field's ``Label:`` line is missing, salvage what can be read (see
-            :func:`fusion_dspy.parsing.lenient_parse`: a lone missing answer becomes the whole text)
+            :func:`fusion_dspy.lm.parsing.lenient_parse`: a lone missing answer becomes the whole text)
             instead of failing; ``last_parse`` then says ``"lenient"``.
     """
 
@@ -144,7 +144,7 @@ class PlainAdapter(dspy.Adapter):
         except AdapterParseError:
             if not self.lenient:
                 raise
-            from fusion_dspy.parsing import lenient_parse
+            from fusion_dspy.lm.parsing import lenient_parse
 
             try:
                 values = lenient_parse(signature, completion, optional=("reasoning",))

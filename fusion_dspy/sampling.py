@@ -19,10 +19,10 @@ from typing import Any, Literal
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
-from fusion_dspy.endpoints import lm_name
 from fusion_dspy.errors import ConfigurationError, EndpointSamplingError, SamplingError, first_line, is_endpoint_failure
-from fusion_dspy.fanout import fan_out
-from fusion_dspy.parsing import lenient_parse
+from fusion_dspy.lm.endpoints import lm_name
+from fusion_dspy.lm.fanout import fan_out
+from fusion_dspy.lm.parsing import lenient_parse
 from fusion_dspy.plain_adapter import PlainAdapter
 from fusion_dspy.types import Candidate, CandidateSet, Usage
 
@@ -44,8 +44,8 @@ class _Draw:
 
 
 def normalize_pool(pool: Any) -> dict[str, Any]:
-    """``{name: LM}`` from a mapping, a sequence of LMs, or a :class:`~fusion_dspy.endpoints.Pool`."""
-    from fusion_dspy.endpoints import Pool
+    """``{name: LM}`` from a mapping, a sequence of LMs, or a :class:`~fusion_dspy.lm.endpoints.Pool`."""
+    from fusion_dspy.lm.endpoints import Pool
 
     if isinstance(pool, Pool):
         return pool.teacher_lms()

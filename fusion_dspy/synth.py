@@ -1,7 +1,7 @@
 """Synthetic training data: per prompt, sample a teacher pool, filter, fuse (or select), write one row.
 
 The paper's second setting (Fusion-of-N as a teacher for SFT data). For every prompt the teachers of
-a :class:`~fusion_dspy.endpoints.Pool` answer it (``samples_per_teacher`` each, temperature 0.3 by
+a :class:`~fusion_dspy.lm.endpoints.Pool` answer it (``samples_per_teacher`` each, temperature 0.3 by
 default), optional filters drop candidates (failed samples always, wrong language, too short), and
 :class:`~fusion_dspy.aggregate.Aggregators` applies ``fusion`` (and ``bon`` on the same candidates
 when asked). One JSON line per prompt goes to ``OUT/synth.jsonl``::
@@ -450,7 +450,7 @@ def build_setup(
 ) -> _Setup:
     """The program, teachers, aggregators and the configuration that goes into every id."""
     from fusion_dspy.aggregate import Aggregators, fusor_for
-    from fusion_dspy.endpoints import Pool
+    from fusion_dspy.lm.endpoints import Pool
     from fusion_dspy.select import LLMRater, RewardModelScorer
 
     if not isinstance(pool, Pool):
@@ -633,7 +633,7 @@ def synthesize(
     Args:
         prompts_path: JSONL (``prompt`` a string or a list of chat messages), parquet, or a folder
             saved with ``datasets``.
-        pool: the teachers and roles (:func:`~fusion_dspy.endpoints.load_pool`).
+        pool: the teachers and roles (:func:`~fusion_dspy.lm.endpoints.load_pool`).
         limit: only the first ``limit`` prompts of the input.
         methods: ``fusion`` and/or ``bon`` (on the same candidates); the answer is the fused one
             when fusion runs, else the selected one.

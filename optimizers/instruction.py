@@ -25,8 +25,8 @@ import dspy
 
 from fusion_dspy.aggregate import FusionAggregator, FusionOfN
 from fusion_dspy.errors import ConfigurationError
-from fusion_dspy.fanout import fan_out
 from fusion_dspy.fuse import Fusor
+from fusion_dspy.lm.fanout import fan_out
 from fusion_dspy.runs import record_id
 from fusion_dspy.sampling import task_signature
 from fusion_dspy.task import Task

@@ -45,10 +45,10 @@ import dspy
 
 from fusion_dspy.aggregate import AGGREGATORS, FUSION, Aggregators, check_methods, fusor_for, needs_of
 from fusion_dspy.aggregate.registry import task_offers
-from fusion_dspy.endpoints import Endpoint, Pool, model_list_of
 from fusion_dspy.errors import ConfigurationError, SamplingError
-from fusion_dspy.fanout import fan_out
 from fusion_dspy.fuse import Fusor
+from fusion_dspy.lm.endpoints import Endpoint, Pool, model_list_of
+from fusion_dspy.lm.fanout import fan_out
 from fusion_dspy.runs import RecordStore, record_id
 from fusion_dspy.select import LLMRater
 from fusion_dspy.task import Task

@@ -33,7 +33,7 @@ from dspy.utils.exceptions import AdapterParseError
 from fusion_dspy.aggregate import GREEDY
 from fusion_dspy.data import BadRows, read_jsonl
 from fusion_dspy.errors import ConfigurationError, DataError
-from fusion_dspy.parsing import SchemaAdapter, field_char_limits
+from fusion_dspy.lm.parsing import SchemaAdapter, field_char_limits
 from fusion_dspy.task import Task
 from programs._io import Collector, data_files
 from programs._languages import is_language_code

@@ -8,8 +8,8 @@ import re
 import dspy
 import pytest
 
-from fusion_dspy.endpoints import Endpoint
 from fusion_dspy.fuse import Fusor, format_candidates, shuffled_order
+from fusion_dspy.lm.endpoints import Endpoint
 from fusion_dspy.types import Candidate, CandidateSet
 from tests.fakes.openai_server import FakeOpenAIServer
 

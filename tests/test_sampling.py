@@ -8,8 +8,8 @@ import uuid
 import dspy
 import pytest
 
-from fusion_dspy.endpoints import Endpoint
 from fusion_dspy.errors import ConfigurationError, SamplingError
+from fusion_dspy.lm.endpoints import Endpoint
 from fusion_dspy.sampling import sample_candidates
 from tests.fakes.openai_server import FakeOpenAIServer
 

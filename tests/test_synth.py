@@ -7,8 +7,8 @@ import json
 import pytest
 
 from fusion_dspy.data import BadRows
-from fusion_dspy.endpoints import Endpoint, Pool
 from fusion_dspy.errors import ConfigurationError, DataError
+from fusion_dspy.lm.endpoints import Endpoint, Pool
 from fusion_dspy.runs import iter_records
 from fusion_dspy.synth import (
     Filters,

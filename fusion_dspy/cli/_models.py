@@ -12,8 +12,8 @@ from pathlib import Path
 
 import typer
 
-from fusion_dspy.endpoints import DEFAULT_CHECK_TIMEOUT, Endpoint, Pool, check_pool, load_pool
 from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.lm.endpoints import DEFAULT_CHECK_TIMEOUT, Endpoint, Pool, check_pool, load_pool
 
 POOL_OPTION = typer.Option(None, "--pool", help="LiteLLM model_list YAML with a fusion_dspy roles section.")
 MODEL_OPTION = typer.Option(None, "--model", help="LiteLLM model string of one endpoint, e.g. hosted_vllm/NAME.")

@@ -54,8 +54,8 @@ def eval_command(
     """Evaluate greedy, Best-of-N, Fusion-of-N, oracle and majority vote on one shared candidate pool."""
     import warnings
 
-    from fusion_dspy.endpoints import load_pool
     from fusion_dspy.evaluation import default_out_dir, prepare, roles_from_pool, run
+    from fusion_dspy.lm.endpoints import load_pool
 
     # greedy is one temperature-0 call; DSPy warns that its rollout id is moot, which is expected here
     warnings.filterwarnings("ignore", message="rollout_id has no effect when temperature=0")

@@ -65,7 +65,7 @@ def _examples(task_spec: str, data: Path, limit: int | None) -> tuple[Any, list[
 def _model_names(pool: Path | None, model: str | None) -> tuple[list[str], list[str]]:
     """The model names a run will have (without starting anything): pool names, or the one model."""
     if pool is not None:
-        from fusion_dspy.endpoints import load_pool
+        from fusion_dspy.lm.endpoints import load_pool
 
         p = load_pool(pool)
         return [n for n in p.endpoints if n != p.reward_model], list(p.teachers)

@@ -52,7 +52,7 @@ def serve(
         if endpoints_out is not None:
             import yaml
 
-            from fusion_dspy.endpoints import model_list_of
+            from fusion_dspy.lm.endpoints import model_list_of
 
             endpoints_out.write_text(yaml.safe_dump({"model_list": model_list_of([server.endpoint])}))
         typer.echo(server.api_base, nl=True)

@@ -8,11 +8,11 @@ from typing import Any
 
 import dspy
 
-from fusion_dspy.endpoints import lm_name
 from fusion_dspy.errors import EndpointError, first_line, is_endpoint_failure
-from fusion_dspy.fanout import fan_out
 from fusion_dspy.llm_text import fence, render_fields
-from fusion_dspy.parsing import SchemaAdapter, field_char_limits
+from fusion_dspy.lm.endpoints import lm_name
+from fusion_dspy.lm.fanout import fan_out
+from fusion_dspy.lm.parsing import SchemaAdapter, field_char_limits
 from fusion_dspy.signatures import RateResponse
 from fusion_dspy.types import CandidateSet, Usage
 

@@ -13,8 +13,8 @@ import time
 from typing import Any, Literal
 
 from fusion_dspy.errors import ConfigurationError, EndpointError, is_endpoint_failure
-from fusion_dspy.fanout import fan_out
 from fusion_dspy.llm_text import render_fields
+from fusion_dspy.lm.fanout import fan_out
 from fusion_dspy.types import CandidateSet, Usage
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class RewardModelScorer:
 
     @classmethod
     def from_endpoint(cls, endpoint: Any, **kwargs: Any) -> RewardModelScorer:
-        """A scorer for an :class:`~fusion_dspy.endpoints.Endpoint` of a reward model."""
+        """A scorer for an :class:`~fusion_dspy.lm.endpoints.Endpoint` of a reward model."""
         return cls(endpoint.api_base, endpoint.model, api_key=endpoint.api_key, **kwargs)
 
     def reward(self, prompt: str, response: str) -> float:

@@ -27,8 +27,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from fusion_dspy.endpoints import Endpoint
 from fusion_dspy.errors import ConfigurationError, ModelFileError, ServerError
+from fusion_dspy.lm.endpoints import Endpoint
 from fusion_dspy.serving.ports import free_port, port_is_free
 
 logger = logging.getLogger(__name__)

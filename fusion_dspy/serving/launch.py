@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fusion_dspy.endpoints import Endpoint, Pool, endpoints_from_model_list, model_list_of
 from fusion_dspy.errors import ConfigurationError, ServerError
+from fusion_dspy.lm.endpoints import Endpoint, Pool, endpoints_from_model_list, model_list_of
 from fusion_dspy.serving.config import ModelSpec, ServeConfig, load_serve_config, parse_serve_config
 from fusion_dspy.serving.ports import free_port, port_is_free
 from fusion_dspy.serving.vllm import VLLMServer, find_vllm
@@ -84,7 +84,7 @@ class Deployment:
 
     def pool(self) -> Pool:
         """The running models as a :class:`Pool` (roles from the configuration)."""
-        from fusion_dspy.endpoints import load_pool
+        from fusion_dspy.lm.endpoints import load_pool
 
         with tempfile.TemporaryDirectory() as tmp:
             return load_pool(self.write_endpoints(Path(tmp) / ENDPOINTS_FILE))

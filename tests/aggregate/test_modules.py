@@ -10,8 +10,8 @@ import pytest
 from dspy.utils import DummyLM
 
 import fusion_dspy as fd
-from fusion_dspy.endpoints import Endpoint
 from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.lm.endpoints import Endpoint
 from tests.fakes.openai_server import FakeOpenAIServer, chat_adapter_reply
 
 

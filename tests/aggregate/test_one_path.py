@@ -14,8 +14,8 @@ import pytest
 
 import fusion_dspy as fd
 from fusion_dspy.aggregate import BON, FUSION, fusor_for
-from fusion_dspy.endpoints import Endpoint
 from fusion_dspy.evaluation import EvalRoles, evaluate
+from fusion_dspy.lm.endpoints import Endpoint
 from fusion_dspy.runs import iter_records
 from fusion_dspy.task import Task
 from fusion_dspy.types import CandidateSet

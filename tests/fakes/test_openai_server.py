@@ -10,7 +10,7 @@ import urllib.request
 import dspy
 import pytest
 
-from fusion_dspy.endpoints import Endpoint
+from fusion_dspy.lm.endpoints import Endpoint
 from tests.fakes.openai_server import FakeOpenAIServer, chat_adapter_reply, output_fields
 
 

@@ -7,7 +7,7 @@ import os
 import optuna
 import pytest
 
-from fusion_dspy.endpoints import Pool, load_pool
+from fusion_dspy.lm.endpoints import Pool, load_pool
 from optimizers.search import Models, Objective, SearchSpace, run_search
 from programs import mgsm
 

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fusion_dspy.cli.main import app
-from fusion_dspy.endpoints import Endpoint, load_pool
 from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.lm.endpoints import Endpoint, load_pool
 from optimizers.search import Models, Objective, SearchSpace, check_storage, run_search
 from programs import wmt
 from tests.fakes.openai_server import FakeOpenAIServer, output_fields

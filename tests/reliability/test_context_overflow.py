@@ -7,8 +7,8 @@ import math
 import dspy
 import pytest
 
-from fusion_dspy.endpoints import Endpoint
 from fusion_dspy.fuse import Fusor
+from fusion_dspy.lm.endpoints import Endpoint
 from fusion_dspy.types import Candidate, CandidateSet
 from tests.fakes.openai_server import FakeOpenAIServer, _message_text, chat_adapter_reply
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from fusion_dspy.endpoints import Endpoint
 from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.lm.endpoints import Endpoint
 from fusion_dspy.select import LLMRater, RewardModelScorer, majority_vote, select_best
 from fusion_dspy.types import Candidate, CandidateSet
 from tests.fakes.openai_server import FakeOpenAIServer

@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fusion_dspy.endpoints import load_pool
 from fusion_dspy.errors import ConfigurationError, ServerError
+from fusion_dspy.lm.endpoints import load_pool
 from fusion_dspy.serving.config import parse_serve_config
 from fusion_dspy.serving.launch import Interrupted, launch, serve_config
 from fusion_dspy.serving.ports import free_port

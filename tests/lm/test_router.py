@@ -9,9 +9,9 @@ import uuid
 import dspy
 import pytest
 
-from fusion_dspy.endpoints import Endpoint
 from fusion_dspy.errors import ConfigurationError, EndpointError
-from fusion_dspy.serving.router import RoutedLM
+from fusion_dspy.lm.endpoints import Endpoint
+from fusion_dspy.lm.router import RoutedLM
 from tests.fakes.openai_server import FakeOpenAIServer
 
 

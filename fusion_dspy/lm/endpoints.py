@@ -85,29 +85,10 @@ class Endpoint:
         return replace(self, defaults={**self.defaults, **defaults})
 
     def lm(self, **overrides: Any):
-        """A ``dspy.LM`` for this endpoint, through LiteLLM. ``overrides`` become LM defaults."""
-        import dspy
-        import litellm  # noqa: F401 - import once, before any thread: first imports racing in threads fail
+        """A ``dspy.LM`` for this endpoint (:func:`fusion_dspy.lm.factory.lm_for`). ``overrides`` become LM defaults."""
+        from fusion_dspy.lm.factory import lm_for
 
-        kwargs = {**self.defaults, **overrides}
-        cache = kwargs.pop("cache", True)
-        if self.replicas:
-            from fusion_dspy.serving.router import RoutedLM
-
-            return RoutedLM(self, cache=cache, **kwargs)
-        lm = dspy.LM(
-            self.model,
-            api_base=self.api_base,
-            api_key=self.api_key or "local",
-            engine="litellm",
-            cache=cache,
-            num_retries=self.num_retries,
-            timeout=self.timeout,
-            **kwargs,
-        )
-        lm.fd_name = self.name  # the endpoint name, recorded with every candidate
-        lm.fd_context_window = self.context_window  # lets the fusor fit its prompt
-        return lm
+        return lm_for(self, **overrides)
 
 
 def lm_name(lm: Any) -> str:

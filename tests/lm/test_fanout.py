@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fusion_dspy.fanout import fan_out, threads_started
+from fusion_dspy.lm.fanout import fan_out, threads_started
 
 _var: contextvars.ContextVar[str] = contextvars.ContextVar("_var", default="unset")
 
@@ -57,7 +57,7 @@ def test_the_first_error_is_raised_after_every_call_finished():
 
 
 def test_nested_fan_out_does_not_deadlock_when_every_thread_is_busy(monkeypatch):
-    import fusion_dspy.fanout as fanout
+    import fusion_dspy.lm.fanout as fanout
 
     fanout._reset_for_tests()
     monkeypatch.setattr(fanout, "MAX_THREADS", 2)
@@ -70,7 +70,7 @@ def test_nested_fan_out_does_not_deadlock_when_every_thread_is_busy(monkeypatch)
 
 
 def test_threads_are_reused_across_calls():
-    import fusion_dspy.fanout as fanout
+    import fusion_dspy.lm.fanout as fanout
 
     fanout._reset_for_tests()
     for _ in range(50):

@@ -1,7 +1,7 @@
 """Replicas of one model behind one name: a ``dspy.LM`` whose requests go through a LiteLLM Router.
 
 Several servers of the same model (``model_list`` entries sharing a ``model_name``) become one
-endpoint with ``replicas``; :meth:`fusion_dspy.endpoints.Endpoint.lm` then returns a
+endpoint with ``replicas``; :func:`fusion_dspy.lm.factory.lm_for` (``Endpoint.lm``) then returns a
 :class:`RoutedLM`. The Router spreads requests over the replicas, retries failed requests on
 another replica, and cools down a replica that keeps failing, so a dead server costs a few failed
 attempts instead of a third of all requests.
@@ -24,12 +24,14 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dspy
 
-from fusion_dspy.endpoints import Endpoint
 from fusion_dspy.errors import ConfigurationError, EndpointError
+
+if TYPE_CHECKING:  # endpoints build their LMs through the factory, which builds this class: the type only, no import circle
+    from fusion_dspy.lm.endpoints import Endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ logger = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="Implementing custom LMs through BaseLM.forward", category=DeprecationWarning)
 
 _ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing-v2")
-_CACHE_ID = "fusion_dspy.serving.router.RoutedLM.forward"
+_CACHE_ID = "fusion_dspy.serving.router.RoutedLM.forward"  # its first home; kept so responses cached before the move still hit
 
 
 def build_router(
@@ -93,8 +95,9 @@ class RoutedLM(dspy.LM):
     Attributes:
         endpoint: the endpoint this LM routes over.
         router: the ``litellm.Router``; shared by copies, so cooldowns are shared too.
-        fd_name: the endpoint name, recorded with every candidate.
-        fd_context_window: the endpoint's context window in tokens (None when unknown).
+
+    Built by :func:`fusion_dspy.lm.factory.lm_for` (``Endpoint.lm()``), which also gives it
+    ``fd_name`` and ``fd_context_window`` as it does every LM.
     """
 
     def __init__(
@@ -125,8 +128,6 @@ class RoutedLM(dspy.LM):
         self.router = build_router(
             endpoint, allowed_fails=allowed_fails, cooldown_time=cooldown_time, routing_strategy=routing_strategy
         )
-        self.fd_name = endpoint.name
-        self.fd_context_window = endpoint.context_window  # lets the fusor fit its prompt, as for one server
 
     # -- requests ------------------------------------------------------------------------------
     def _request(self, prompt: str | None, messages: list[dict] | None, kwargs: dict[str, Any]) -> tuple[dict, bool]:

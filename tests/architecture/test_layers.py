@@ -1,0 +1,63 @@
+"""The layer contracts in pyproject.toml hold, and they do catch a reverse import or an import circle.
+
+The deliberate violations go into a scratch copy of the package, checked with the repository's own
+contracts, so the real tree is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+pytestmark = pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="import-linter is not installed (pip install -e '.[dev]')")
+
+
+def _lint(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root)}  # the copy under root shadows the installed package
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture()
+def scratch(tmp_path: Path) -> Path:
+    shutil.copytree(REPO / "fusion_dspy", tmp_path / "fusion_dspy", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+def test_the_repository_keeps_its_contracts():
+    result = _lint(REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "module, line, broken, chain",
+    [
+        # a low layer reaching up to the command line
+        ("types.py", "from fusion_dspy.cli import main", "cli -> eval/synth", "fusion_dspy.types -> fusion_dspy.cli"),
+        # the sampler reaching up to the registry that aggregates its candidates
+        ("sampling.py", "from fusion_dspy.aggregate import registry", "cli -> eval/synth", "fusion_dspy.sampling -> fusion_dspy.aggregate"),
+        # the circle the client code once had: the Router importing the endpoints that build it
+        ("lm/router.py", "from fusion_dspy.lm import endpoints", "no import circles", ".router -> .endpoints"),
+        # one stage using another's internals
+        ("synth.py", "from fusion_dspy import evaluation", "the stages do not import each other", "fusion_dspy.synth -> fusion_dspy.evaluation"),
+    ],
+)
+def test_a_deliberate_bad_import_breaks_the_contracts(scratch, module, line, broken, chain):
+    clean = _lint(scratch)
+    assert clean.returncode == 0, "the scratch copy should pass before the bad import: " + clean.stdout + clean.stderr
+    path = scratch / "fusion_dspy" / module
+    path.write_text(path.read_text() + f"\n{line}  # deliberate violation\n")
+    result = _lint(scratch)
+    assert result.returncode != 0
+    report = result.stdout
+    assert f"{broken}" in report and "BROKEN" in report, report
+    assert chain in report, report
