@@ -183,7 +183,7 @@ def main() -> None:
 def _tokens_per_example(calls: list[dict], api_base: str) -> list[float]:
     """Generated tokens grouped by example: every request (sampling, greedy, rater, fusor) carries
     the example's question text, which identifies it."""
-    from programs.mgsm import load
+    from fusion_dspy.programs.mgsm import load
 
     questions = [ex.question for ex in load(DATA)]
     by_example: dict[str, int] = {}

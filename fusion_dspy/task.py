@@ -1,7 +1,8 @@
 """What a task is to fusion-dspy: a data loader, a DSPy program and a metric.
 
-Tasks live outside the library (``programs/`` in this repository, or the user's own module) and are
-found by import string, as inspect_ai finds tasks: ``mgsm`` means ``programs:TASKS["mgsm"]``;
+Tasks live outside the library's core (``programs/`` in this repository, installed as
+``fusion_dspy.programs``, or the user's own module) and are found by import string, as inspect_ai
+finds tasks: ``mgsm`` means ``fusion_dspy.programs:TASKS["mgsm"]``;
 ``my_pkg.my_tasks:summarise`` means the attribute ``summarise`` of ``my_pkg.my_tasks``.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from fusion_dspy.errors import ConfigurationError
 
-DEFAULT_REGISTRY = "programs:TASKS"
+DEFAULT_REGISTRY = "fusion_dspy.programs:TASKS"
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def load_task(spec: str) -> Task:
 
 
 def registered_tasks(registry: str = DEFAULT_REGISTRY) -> dict[str, Task]:
-    """The tasks of the default registry (``programs:TASKS``); empty if it cannot be imported."""
+    """The tasks of the default registry (``fusion_dspy.programs:TASKS``); empty if it cannot be imported."""
     module_name, attr = registry.split(":", 1)
     try:
         return dict(getattr(importlib.import_module(module_name), attr))

@@ -3,11 +3,11 @@
 They use fusion_dspy's public API only; fusion_dspy never imports them. Optuna loads only when a
 search runs.
 
-- :mod:`optimizers.cache`: candidate pools sampled once, cached on disk, grown on demand.
-- :mod:`optimizers.instruction`: GEPA, MIPROv2 (instructions only) and COPRO on the fusor.
-- :mod:`optimizers.search`: an Optuna study over n, temperature, teachers, fusor and method.
+- :mod:`fusion_dspy.optimizers.cache`: candidate pools sampled once, cached on disk, grown on demand.
+- :mod:`fusion_dspy.optimizers.instruction`: GEPA, MIPROv2 (instructions only) and COPRO on the fusor.
+- :mod:`fusion_dspy.optimizers.search`: an Optuna study over n, temperature, teachers, fusor and method.
 """
 
-from optimizers.cache import CandidateCache
+from .cache import CandidateCache
 
 __all__ = ["CandidateCache"]

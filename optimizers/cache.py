@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_dspy.errors import ConfigurationError
-from fusion_dspy.lm.endpoints import lm_name
+from fusion_dspy.lm import lm_name
 from fusion_dspy.runs import RecordStore, record_id
 from fusion_dspy.sampling import sample_candidates
 from fusion_dspy.types import Candidate, CandidateSet, Usage

@@ -1,6 +1,6 @@
 """Tune only the fusor's instruction with DSPy's optimizers: GEPA, MIPROv2 (instructions only), COPRO.
 
-The candidates are sampled once (and cached on disk by :class:`~optimizers.cache.CandidateCache`);
+The candidates are sampled once (and cached on disk by :class:`~fusion_dspy.optimizers.cache.CandidateCache`);
 the program the optimizers see is :class:`CachedFusion`, whose only predictor is the fusor's
 ``fuse``, and which fuses the cached candidate set of its inputs. So every optimizer step pays only
 for fusor calls, and the result is exactly a fusor state: it is saved as a :class:`FusionOfN` (DSPy's
@@ -26,12 +26,13 @@ import dspy
 from fusion_dspy.aggregate import FusionAggregator, FusionOfN
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.fuse import Fusor
-from fusion_dspy.lm.fanout import fan_out
+from fusion_dspy.lm import fan_out
 from fusion_dspy.runs import record_id
 from fusion_dspy.sampling import task_signature
 from fusion_dspy.task import Task
 from fusion_dspy.types import CandidateSet, Usage
-from optimizers.cache import CandidateCache
+
+from .cache import CandidateCache
 
 logger = logging.getLogger(__name__)
 

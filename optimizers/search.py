@@ -22,7 +22,7 @@ aggregation). Two objectives:
   each batch the running metric is reported (``trial.report``) and the median pruner stops poor
   trials; a trial whose tokens so far already exceed the budget for all examples is pruned too.
 
-Candidates are cached on disk per teacher (:class:`~optimizers.cache.CandidateCache`): a trial with a
+Candidates are cached on disk per teacher (:class:`~fusion_dspy.optimizers.cache.CandidateCache`): a trial with a
 smaller n or fewer teachers reuses a larger pool's samples. Aggregation results are cached too
 (:class:`ResultCache`), so a repeated configuration is free and costs the tokens it cost first.
 The study lives in persistent storage (SQLite by default; any Optuna RDB URL), so running the same
@@ -43,17 +43,16 @@ from typing import Any, Literal
 
 import dspy
 
-from fusion_dspy.aggregate import AGGREGATORS, FUSION, Aggregators, check_methods, fusor_for, needs_of
-from fusion_dspy.aggregate.registry import task_offers
+from fusion_dspy.aggregate import AGGREGATORS, FUSION, Aggregators, check_methods, fusor_for, needs_of, task_offers
 from fusion_dspy.errors import ConfigurationError, SamplingError
 from fusion_dspy.fuse import Fusor
-from fusion_dspy.lm.endpoints import Endpoint, Pool, model_list_of
-from fusion_dspy.lm.fanout import fan_out
+from fusion_dspy.lm import Endpoint, Pool, fan_out, model_list_of
 from fusion_dspy.runs import RecordStore, record_id
 from fusion_dspy.select import LLMRater
 from fusion_dspy.task import Task
 from fusion_dspy.types import CandidateSet, Usage
-from optimizers.cache import CandidateCache, teacher_descriptor
+
+from .cache import CandidateCache, teacher_descriptor
 
 logger = logging.getLogger(__name__)
 

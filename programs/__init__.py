@@ -1,6 +1,6 @@
 """The tasks of the paper's experiments, each a loader, a DSPy program and a metric.
 
-``TASKS`` is the registry ``fusion_dspy.task.load_task`` reads (``programs:TASKS``). Each module
+``TASKS`` is the registry ``fusion_dspy.task.load_task`` reads (``fusion_dspy.programs:TASKS``). Each module
 exposes its task as ``TASK``, and ``make_task(...)`` where the task takes options (judge model,
 COMET checkpoint, fuzzy-match threshold, loader flags).
 """
@@ -8,7 +8,8 @@ COMET checkpoint, fuzzy-match threshold, loader flags).
 from __future__ import annotations
 
 from fusion_dspy.task import Task
-from programs import arena, geofactx, mgsm, wmt
+
+from . import arena, geofactx, mgsm, wmt
 
 TASKS: dict[str, Task] = {
     "mgsm": mgsm.TASK,

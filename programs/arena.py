@@ -33,10 +33,11 @@ from dspy.utils.exceptions import AdapterParseError
 from fusion_dspy.aggregate import GREEDY
 from fusion_dspy.data import BadRows, read_jsonl
 from fusion_dspy.errors import ConfigurationError, DataError
-from fusion_dspy.lm.parsing import SchemaAdapter, field_char_limits
+from fusion_dspy.lm import SchemaAdapter, field_char_limits
 from fusion_dspy.task import Task
-from programs._io import Collector, data_files
-from programs._languages import is_language_code
+
+from ._io import Collector, data_files
+from ._languages import is_language_code
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +238,7 @@ def make_metric(judge_lm: Any = None):
             raise ConfigurationError(
                 f"arena example {example.id!r} has no reference answer: load with references=<answers.jsonl> "
                 "(make_task(references=...)), evaluate with greedy among the methods (win rate against greedy), "
-                "or compare two methods with programs.arena.head_to_head"
+                "or compare two methods with fusion_dspy.programs.arena.head_to_head"
             )
         return judge.judge_pair(example.prompt, _response(prediction), str(reference))
 

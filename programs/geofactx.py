@@ -23,8 +23,9 @@ import dspy
 from fusion_dspy.data import BadRows, read_jsonl
 from fusion_dspy.errors import DataError
 from fusion_dspy.task import Task
-from programs._io import Collector, data_files
-from programs._languages import code_for_name
+
+from ._io import Collector, data_files
+from ._languages import code_for_name
 
 __all__ = ["DEFAULT_THRESHOLD", "TASK", "AnswerGeoQuestion", "load", "make_task", "match_score", "metric", "normalize", "normalize_text"]
 

@@ -23,7 +23,8 @@ import dspy
 from fusion_dspy.data import BadRows, read_rows
 from fusion_dspy.errors import DataError
 from fusion_dspy.task import Task
-from programs._io import Collector, data_files
+
+from ._io import Collector, data_files
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,9 @@ import dspy
 from fusion_dspy.data import BadRows, read_jsonl
 from fusion_dspy.errors import ConfigurationError, DataError
 from fusion_dspy.task import Task
-from programs._io import Collector, data_files
-from programs._languages import country_name, describe_language, language_name, normalize_code, parse_locale
+
+from ._io import Collector, data_files
+from ._languages import country_name, describe_language, language_name, normalize_code, parse_locale
 
 logger = logging.getLogger(__name__)
 

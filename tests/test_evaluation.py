@@ -251,7 +251,7 @@ def test_summary_of_a_missing_store_is_empty(tmp_path):
 @pytest.mark.integration
 def test_mgsm_on_the_embedded_model(embedded_server, shared_data, tmp_path):
     """The CLI's path on 2 real MGSM examples: every method gets a record and a summary row."""
-    pytest.importorskip("programs")
+    pytest.importorskip("fusion_dspy.programs")
     ep = embedded_server.endpoint
     pool = Pool({ep.name: ep}, (ep.name,))
     plan = prepare("mgsm", f"{shared_data}/mgsm/mgsm_en.tsv", limit=2, n=2, methods="greedy,bon,fusion,oracle", max_tokens=48)
@@ -304,7 +304,7 @@ def _judge_prefers_longer(body, i):
 
 def test_arena_without_references_scores_win_rates_against_greedy(tmp_path):
     """Arena-Hard as shipped has no reference answers: each method is judged against greedy's answer."""
-    from programs import arena
+    from fusion_dspy.programs import arena
 
     data = Path(__file__).parent / "programs" / "fixtures" / "arena" / "arena_hard_v2" / "question.jsonl"
     out = tmp_path / "arena"
@@ -328,7 +328,7 @@ def test_arena_without_references_scores_win_rates_against_greedy(tmp_path):
 
 
 def test_arena_without_references_needs_greedy_among_the_methods(tmp_path):
-    from programs import arena
+    from fusion_dspy.programs import arena
 
     data = Path(__file__).parent / "programs" / "fixtures" / "arena" / "arena_hard_v2" / "question.jsonl"
     with pytest.raises(ConfigurationError, match="add 'greedy' to the methods"):

@@ -33,6 +33,7 @@ from fusion_dspy.aggregate.registry import (
     greedy,
     method_order,
     needs_of,
+    task_offers,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "greedy",
     "method_order",
     "needs_of",
+    "task_offers",
 ]
 
 # the DSPy modules load on first use, so the method names stay cheap to import (the CLI's start-up)

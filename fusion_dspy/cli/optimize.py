@@ -1,7 +1,7 @@
 """``fusion-dspy optimize``: tune the fusor instruction (DSPy) or search n, temperature and pool (Optuna).
 
-The implementations live in the repository's ``optimizers`` package and are loaded by import string
-(``optimizers.instruction``, ``optimizers.search``), as tasks are: the library never imports them.
+The implementations live in the repository's ``optimizers/`` folder, installed as
+``fusion_dspy.optimizers``; they load on first use (Optuna and DSPy's optimizers are heavy), by name.
 Every input is checked (task, data, search space, storage, an existing study) before the embedded
 model starts or any model is called.
 """
@@ -26,9 +26,9 @@ from fusion_dspy.cli._models import (
 )
 from fusion_dspy.errors import ConfigurationError
 
-INSTRUCTION_MODULE = "optimizers.instruction"
-SEARCH_MODULE = "optimizers.search"
-CACHE_MODULE = "optimizers.cache"
+INSTRUCTION_MODULE = "fusion_dspy.optimizers.instruction"
+SEARCH_MODULE = "fusion_dspy.optimizers.search"
+CACHE_MODULE = "fusion_dspy.optimizers.cache"
 _DEPLOYABLE = ",".join(name for name, cls in AGGREGATORS.items() if cls.deployable)  # the methods a search may pick
 
 optimize_app = typer.Typer(help="Tune Fusion-of-N for a task: the fusor instruction, or n / temperature / pool / method.", no_args_is_help=True)
@@ -39,15 +39,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _load(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            raise ConfigurationError(
-                f"cannot import {module!r}: the optimizers package is not installed (run from the fusion-dspy repository, "
-                "or install it with its optimizers)"
-            ) from None
-        raise
+    return importlib.import_module(module)
 
 
 def _examples(task_spec: str, data: Path, limit: int | None) -> tuple[Any, list[Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dspy
 
-from optimizers.cache import CandidateCache
+from fusion_dspy.optimizers.cache import CandidateCache
 from tests.optimizers.fakes import examples, teacher
 
 

@@ -10,10 +10,10 @@ import pytest
 
 from fusion_dspy.aggregate import FusionOfN
 from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.optimizers.cache import CandidateCache
+from fusion_dspy.optimizers.instruction import CachedFusion, check_budget, feedback_metric, split_examples, tune_instruction
+from fusion_dspy.programs import mgsm
 from fusion_dspy.signatures import PLAIN_FUSION_INSTRUCTION
-from optimizers.cache import CandidateCache
-from optimizers.instruction import CachedFusion, check_budget, feedback_metric, split_examples, tune_instruction
-from programs import mgsm
 from tests.optimizers.fakes import TASK, examples, magic_fusor, proposer, teacher
 
 

@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from fusion_dspy.lm.endpoints import Pool, load_pool
-from optimizers.search import Models, Objective, SearchSpace, run_search
-from programs import mgsm
+from fusion_dspy.optimizers.search import Models, Objective, SearchSpace, run_search
+from fusion_dspy.programs import mgsm
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "programs", "fixtures", "mgsm")
 

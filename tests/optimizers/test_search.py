@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from fusion_dspy.cli.main import app
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.lm.endpoints import Endpoint, load_pool
-from optimizers.search import Models, Objective, SearchSpace, check_storage, run_search
-from programs import wmt
+from fusion_dspy.optimizers.search import Models, Objective, SearchSpace, check_storage, run_search
+from fusion_dspy.programs import wmt
 from tests.fakes.openai_server import FakeOpenAIServer, output_fields
 from tests.optimizers.fakes import TASK, examples, magic_fusor, question_sum, teacher
 

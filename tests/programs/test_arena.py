@@ -11,8 +11,8 @@ from dspy.utils import DummyLM
 
 from fusion_dspy.data import BadRows
 from fusion_dspy.errors import ConfigurationError, DataError
-from programs import arena
-from programs.arena import ArenaJudge, head_to_head, pairwise_scores, parse_verdict
+from fusion_dspy.programs import arena
+from fusion_dspy.programs.arena import ArenaJudge, head_to_head, pairwise_scores, parse_verdict
 
 FIXTURES = Path(__file__).parent / "fixtures" / "arena"
 

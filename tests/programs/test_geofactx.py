@@ -11,8 +11,8 @@ from dspy.utils import DummyLM
 
 from fusion_dspy.data import BadRows
 from fusion_dspy.errors import DataError
-from programs import geofactx
-from programs.geofactx import match_score, normalize_text
+from fusion_dspy.programs import geofactx
+from fusion_dspy.programs.geofactx import match_score, normalize_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "geofactx"
 

@@ -10,8 +10,8 @@ from dspy.utils import DummyLM
 
 from fusion_dspy.data import BadRows
 from fusion_dspy.errors import ConfigurationError, DataError
-from programs import mgsm
-from programs.mgsm import extract_integer
+from fusion_dspy.programs import mgsm
+from fusion_dspy.programs.mgsm import extract_integer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mgsm"
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fusion_dspy.errors import ConfigurationError
-from fusion_dspy.task import Task, load_task
-from programs import TASKS, arena, geofactx, mgsm, wmt
-from programs._languages import (
+from fusion_dspy.programs import TASKS, arena, geofactx, mgsm, wmt
+from fusion_dspy.programs._languages import (
     code_for_name,
     country_name,
     describe_language,
@@ -15,6 +14,7 @@ from programs._languages import (
     language_name,
     parse_locale,
 )
+from fusion_dspy.task import Task, load_task
 
 
 def test_registry_holds_the_four_tasks():
@@ -30,8 +30,8 @@ def test_registry_holds_the_four_tasks():
 
 def test_load_task_finds_registered_tasks_and_lists_them_when_unknown():
     assert load_task("mgsm") is TASKS["mgsm"]
-    assert load_task("programs.wmt:TASK") is wmt.TASK
-    assert load_task("programs.geofactx:make_task").name == "geofactx"
+    assert load_task("fusion_dspy.programs.wmt:TASK") is wmt.TASK
+    assert load_task("fusion_dspy.programs.geofactx:make_task").name == "geofactx"
     with pytest.raises(ConfigurationError, match="arena, geofactx, mgsm, wmt"):
         load_task("nope")
 

@@ -11,7 +11,7 @@ from dspy.utils import DummyLM
 
 from fusion_dspy.data import BadRows
 from fusion_dspy.errors import ConfigurationError, DataError
-from programs import wmt
+from fusion_dspy.programs import wmt
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wmt"
 
