@@ -48,6 +48,9 @@ sys.path.insert(0, str(REPO))
 
 def make_records(path: Path, n: int, seed: int = 0) -> None:
     """Write ``n`` synth-format records (see the module docstring) to ``path``."""
+    from fusion_dspy.aggregate import BON, FUSION
+    from fusion_dspy.records import FORMAT_VERSION, SYNTH
+
     rng = random.Random(seed)
     letters = "abcdefghijklmnopqrstuvwxyz"
     vocab = ["".join(rng.choice(letters) for _ in range(rng.randint(1, 10))) for _ in range(5000)]
@@ -75,20 +78,26 @@ def make_records(path: Path, n: int, seed: int = 0) -> None:
                 length += len(piece)
             order = list(range(5))
             rng.shuffle(order)
-            record = {
-                "id": f"bench-{r}",
-                "messages": [{"role": "user", "content": f"prompt {r}"}],
-                "candidates": [
-                    {"index": i, "model": f"teacher-{i}", "sample": 0, "outputs": {"response": s}, "error": None}
-                    for i, s in enumerate(sources)
-                ],
-                "fusion": {
-                    "outputs": {"response": "".join(pieces)},
-                    "comparison": "",
-                    "order": order,
-                    "fallback": None,
+            fused = {"outputs": {"response": "".join(pieces)}, "comparison": "", "order": order, "fallback": None}
+            pick = rng.randrange(5)
+            inputs = {"prompt": f"prompt {r}"}
+            record = {  # a synth record of docs/records.md
+                "id": f"bench-{r}", "format": FORMAT_VERSION, "kind": SYNTH, "config": {}, "inputs": inputs,
+                "candidates": {
+                    "inputs": inputs,
+                    "candidates": [
+                        {"index": i, "model": f"teacher-{i}", "sample": 0, "outputs": {"response": s}, "error": None}
+                        for i, s in enumerate(sources)
+                    ],
+                    "output_fields": ["response"],
+                    "usage": {},
                 },
-                "best_of_n": {"index": rng.randrange(5), "scores": {}, "method": "best_of_n", "fallback": None},
+                "methods": {
+                    FUSION: {"outputs": fused["outputs"], "fallback": None, FUSION: fused},
+                    BON: {"outputs": {"response": sources[pick]}, "fallback": None,
+                          "selection": {"index": pick, "scores": {}, "method": "best_of_n", "fallback": None}},
+                },
+                "messages": [{"role": "user", "content": inputs["prompt"]}],
             }
             fh.write(json.dumps(record) + "\n")
 

@@ -43,7 +43,7 @@ _LAZY = {
     "FusionOfN": "fusion_dspy.aggregate",
     "BestOfN": "fusion_dspy.aggregate",
     "fusor_for": "fusion_dspy.aggregate",
-    "RecordStore": "fusion_dspy.runs",
+    "RecordStore": "fusion_dspy.records",
     "contributions": "fusion_dspy.analysis",
     "attribute": "fusion_dspy.analysis",
     "launch": "fusion_dspy.serving.launch",

@@ -8,7 +8,8 @@ different sources make it ``"multiple"``; a character no block covers is ``"unma
 Matching uses ``cydifflib`` when it is installed (the same algorithm compiled, difflib-identical
 blocks, an order of magnitude faster) and the standard library's ``difflib`` otherwise.
 
-Records (written by ``synth``; ``eval`` records look alike) are read one line at a time, so
+Records of ``eval`` and ``synth`` share one format (``docs/records.md``); each is read one line at a
+time and brought to the current format version (:func:`fusion_dspy.records.upgrade`), so
 :func:`analyze_records` keeps memory flat however many records a file holds.
 """
 
@@ -26,7 +27,9 @@ from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
+from fusion_dspy.aggregate.registry import BON, FUSION
 from fusion_dspy.errors import DataError
+from fusion_dspy.records.schema import method_result, upgrade
 
 logger = logging.getLogger(__name__)
 
@@ -193,32 +196,11 @@ class RecordView:
 
 
 def _method_parts(rec: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    """(candidates, fusion, best-of-n selection) of a synth record or an eval record.
-
-    Synth records carry ``candidates``, ``fusion`` and ``best_of_n`` at the top level; eval records
-    nest the aggregators under ``methods`` (``{"fusion": {"fusion": ...}, "bon": {"selection": ...}}``).
-    """
-    candidates = rec.get("candidates")
-    fusion = rec.get("fusion")
-    bon = rec.get("best_of_n")
-    methods = rec.get("methods")
-    if isinstance(methods, Mapping):
-        for name, entry in methods.items():
-            if not isinstance(entry, Mapping) or entry.get("status") == "failed":
-                continue
-            if fusion is None and isinstance(entry.get("fusion"), Mapping):
-                fusion = entry["fusion"]
-            sel = entry.get("selection")
-            if (
-                bon is None
-                and isinstance(sel, Mapping)
-                and (sel.get("method") == "best_of_n" or name in ("bon", "best_of_n"))
-            ):
-                bon = sel
-            if candidates is None and isinstance(entry.get("candidates"), list):
-                candidates = entry["candidates"]
-    if isinstance(candidates, Mapping):  # a CandidateSet.to_dict()
-        candidates = candidates.get("candidates")
+    """(candidates, fusion, Best-of-N selection) of a record in the current format (either kind)."""
+    cset = rec.get("candidates")
+    candidates = cset.get("candidates") if isinstance(cset, Mapping) else None
+    fusion = (method_result(rec, FUSION) or {}).get(FUSION)
+    bon = (method_result(rec, BON) or {}).get("selection")
     return candidates, fusion, bon
 
 
@@ -249,13 +231,13 @@ def record_view(rec: Mapping[str, Any], *, field_name: str | None = None, where:
         return None
     rid = str(rec.get("id"))
     where = f"{where} (id {rid})"
-    candidates, fusion, bon = _method_parts(rec)
+    candidates, fusion, bon = _method_parts(upgrade(rec, where=where))
     if not isinstance(candidates, list):
         raise DataError(f"{where}: no 'candidates' list (is this a synth or eval records file?)")
     if fusion is not None and not isinstance(fusion, Mapping):
-        raise DataError(f"{where}: 'fusion' must be an object, not {type(fusion).__name__}")
+        raise DataError(f"{where}: the fusion's details must be an object, not {type(fusion).__name__}")
     if bon is not None and not isinstance(bon, Mapping):
-        raise DataError(f"{where}: 'best_of_n' must be an object, not {type(bon).__name__}")
+        raise DataError(f"{where}: Best-of-N's 'selection' must be an object, not {type(bon).__name__}")
 
     by_model: dict[str, int] = defaultdict(int)
     for cand in candidates:
@@ -326,7 +308,7 @@ def iter_views(
     path: str | os.PathLike[str], *, field_name: str | None = None, limit: int | None = None
 ) -> Iterator[RecordView]:
     """Stream :class:`RecordView` objects of a records file (skipping failed records)."""
-    from fusion_dspy.runs import iter_records
+    from fusion_dspy.records import iter_records
 
     if not Path(path).is_file():
         raise DataError("records file not found", path=str(path))

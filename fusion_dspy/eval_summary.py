@@ -95,8 +95,7 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
     Returns a dict with ``rows`` (one per method, N and language: mean, 95% CI, count, tokens per
     example, fallbacks, failures and corpus metrics), and ``counts``.
     """
-    from fusion_dspy.runner import failures_path
-    from fusion_dspy.runs import iter_records
+    from fusion_dspy.records import failures_path, read_records
 
     path = Path(records_path)
     groups: dict[tuple[str, int, str], _Group] = defaultdict(_Group)
@@ -104,7 +103,7 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
     done = 0
     configs: set[str] = set()
     ids: set[str] = set()
-    for rec in iter_records(path):
+    for rec in read_records(path):
         done += 1
         ids.add(rec["id"])
         configs.add(json.dumps(rec.get("config"), sort_keys=True, default=str))

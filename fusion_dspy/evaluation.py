@@ -2,8 +2,9 @@
 
 Per example the candidate pool is sampled once (the largest N); every method then aggregates the
 same pool, and for each smaller N its first N candidates (``CandidateSet.first``), so a scaling
-curve costs one sampling pass. Each finished example is one JSON line in ``records.jsonl``
-(:class:`~fusion_dspy.runs.RecordStore`), so an interrupted run is completed by running it again.
+curve costs one sampling pass. Each finished example is one JSON line in ``records.jsonl`` (an ``eval`` record of
+``docs/records.md``, in a :class:`~fusion_dspy.records.RecordStore`), so an interrupted run is
+completed by running it again.
 The summary is recomputed from all records (:mod:`fusion_dspy.eval_summary`).
 
 Example:
@@ -228,8 +229,7 @@ def run(
 ) -> dict[str, Any]:
     """Evaluate every example of ``plan`` not yet in ``out_dir``'s records; write and return the summary."""
     from fusion_dspy.eval_summary import RunningMetrics, write_summary
-    from fusion_dspy.runner import run_items
-    from fusion_dspy.runs import RecordStore, record_id
+    from fusion_dspy.records import RecordStore, record_id, run_items
 
     plan = _fit_to_roles(plan, roles)
     out = Path(out_dir)
@@ -359,6 +359,7 @@ class _Worker:
             return self._record(example)
 
     def _record(self, example: Any) -> dict[str, Any]:
+        from fusion_dspy.records import EVAL, stamp
         from fusion_dspy.sampling import sample_candidates
 
         program = self.task.program()
@@ -386,24 +387,24 @@ class _Worker:
                 if result.get("status") != "failed":
                     results[name] = self._scored(result, scoring)
         fields = example.toDict()
-        return {
-            "task": self.task.name,
-            "example_id": str(fields.get("id")),
-            "language": str(fields.get("language") or "-"),
-            "inputs": inputs,
-            "gold": {k: v for k, v in fields.items() if k not in inputs and k not in _NOT_GOLD},
+        return stamp(EVAL, {
             "config": self.config,
-            "n_max": self.plan.n_max,
+            "inputs": inputs,
             "candidates": cset.to_dict(),
             "methods": methods,
             "by_n": by_n,
-        }
+            "n_max": self.plan.n_max,
+            "task": self.task.name,
+            "example_id": str(fields.get("id")),
+            "language": str(fields.get("language") or "-"),
+            "gold": {k: v for k, v in fields.items() if k not in inputs and k not in _NOT_GOLD},
+        })
 
     def _greedy(self, program: Any, inputs: dict[str, Any]) -> dict[str, Any]:
-        from fusion_dspy.aggregate.registry import greedy
+        from fusion_dspy.aggregate.registry import run_greedy
 
         try:
-            return greedy(program, inputs, self.roles.greedy_lm)
+            return run_greedy(program, inputs, self.roles.greedy_lm)
         except EndpointError:
             raise  # a server that did not answer fails the example, so a rerun retries it
         except Exception as exc:  # noqa: BLE001 - a failed baseline is recorded, the example goes on

@@ -4,15 +4,18 @@ The paper's second setting (Fusion-of-N as a teacher for SFT data). For every pr
 a :class:`~fusion_dspy.lm.endpoints.Pool` answer it (``samples_per_teacher`` each, temperature 0.3 by
 default), optional filters drop candidates (failed samples always, wrong language, too short), and
 :class:`~fusion_dspy.aggregate.Aggregators` applies ``fusion`` (and ``bon`` on the same candidates
-when asked). One JSON line per prompt goes to ``OUT/synth.jsonl``::
+when asked). One JSON line per prompt goes to ``OUT/synth.jsonl``, a ``synth`` record of
+``docs/records.md``::
 
-    {"id": ..., "messages": [{"role": "user", ...}, {"role": "assistant", ...}],
-     "prompt": ..., "answer_from": "fusion", "candidates": [...], "fusion": {...},
-     "best_of_n": {...} | null, "filters": {...}, "usage": {...}, "config": {...}, "attempt": 0}
+    {"id": ..., "format": 2, "kind": "synth", "config": {...}, "inputs": {"prompt": ...},
+     "candidates": {"inputs": ..., "candidates": [...], "output_fields": ["response"], "usage": ...},
+     "methods": {<method>: <result>, ...}, "answer_from": <method>,
+     "messages": [{"role": "user", ...}, {"role": "assistant", ...}], "filters": {...},
+     "usage": {"sampling": ..., "total": ...}, "attempt": 0, "source": "prompts.jsonl:1"}
 
 The id is a hash of the conversation and the configuration (teachers, methods, temperature,
 max_tokens, samples, filters, instructions), so rerunning the same command skips finished prompts;
-the loop is :func:`~fusion_dspy.runner.run_items` (durable appends, bounded concurrency, failures in
+the loop is :func:`~fusion_dspy.records.run_items` (durable appends, bounded concurrency, failures in
 ``synth.failed.jsonl`` retried on the next run). An output folder holds one configuration
 (``synth.config.json``): a different configuration needs another folder, since one training set
 with the same prompt answered twice under two configurations is rarely what anyone wants.
@@ -20,10 +23,10 @@ with the same prompt answered twice under two configurations is rarely what anyo
 ``datasets.load_dataset("json", ...)`` infers the schema from the first 10 MB and casts every later
 chunk to it, so no field may be null in some rows and a string (or a non-empty list) in others.
 Hence, compared with the ``to_dict()`` forms: absent strings are ``""`` (``error``, ``raw``,
-``fallback``, ``note``); fields whose shape varies row to row are JSON strings
-(``best_of_n.scores`` ``{"index": score}``, ``best_of_n.details``, ``fusion.trimmed``,
-``filters.dropped``, ``filters.detected``); ``fusion`` / ``best_of_n`` are null exactly when the
-configuration does not run that method; every candidate's ``outputs`` has the ``response`` field.
+``fallback``, ``note``); fields whose shape varies row to row are JSON strings (a selection's
+``scores`` ``{"index": score}`` and ``details``, a fusion's ``trimmed``, ``filters.dropped``,
+``filters.detected``); ``methods`` holds the same methods in every row of a folder (one
+configuration per folder); every candidate's ``outputs`` has the ``response`` field.
 
 Filters that drop *every* candidate make the prompt fail (reason in ``synth.failed.jsonl``) rather
 than writing an answer that fails the user's own quality bar into a training set. The next run
@@ -49,6 +52,7 @@ from typing import Any
 from fusion_dspy.aggregate.registry import BON, FUSION, available_methods, check_methods, method_order
 from fusion_dspy.data import BadRows, read_jsonl
 from fusion_dspy.errors import ConfigurationError, DataError, SamplingError
+from fusion_dspy.records.schema import SYNTH, stamp
 from fusion_dspy.types import Candidate, CandidateSet
 
 logger = logging.getLogger(__name__)
@@ -513,39 +517,43 @@ def synthesize_one(setup: _Setup, prompt: Prompt, *, attempt: int = 0) -> dict[s
         raise SamplingError(f"filters dropped all {len(cset.candidates)} candidates ({dict(reasons)}); rerun to retry with fresh samples")
     results = setup.aggregators.results(kept, setup.methods)
 
-    fusion = results[FUSION].outcome if FUSION in results else None
-    bon = results[BON].outcome if BON in results else None
-    answer_from = FUSION if fusion is not None else "best_of_n"
-    answer = (fusion or bon).outputs.get(RESPONSE_FIELD)
+    answer_from = FUSION if FUSION in results else BON  # the fused answer when fusion runs, else the selected one
+    answer = results[answer_from].outputs.get(RESPONSE_FIELD)
     if not isinstance(answer, str) or not answer.strip():
         raise SamplingError(f"the {answer_from} answer is empty")
-    sampling = cset.usage
-    fusion_usage = _usage_of(fusion.usage.to_dict()) if fusion else None
-    bon_usage = bon.usage.to_dict() if bon else None
-    total_prompt = sampling.prompt_tokens + sum(u["prompt_tokens"] for u in (fusion_usage, bon_usage) if u)
-    total_completion = sampling.completion_tokens + sum(u["completion_tokens"] for u in (fusion_usage, bon_usage) if u)
-    return {
-        "messages": [*prompt.messages, {"role": "assistant", "content": answer}],
-        "prompt": prompt.text,
-        "answer_from": answer_from,
-        "candidates": [_candidate_row(c, cset.output_fields) for c in cset.candidates],
-        FUSION: _fusion_row(fusion.to_dict()) if fusion else None,
-        "best_of_n": _selection_row(bon.to_dict()) if bon else None,
-        "filters": _filters_row(report),
-        "usage": {
-            "sampling": sampling.to_dict(),
-            FUSION: fusion_usage,
-            "best_of_n": bon_usage,
-            "total": {"prompt_tokens": total_prompt, "completion_tokens": total_completion, "total_tokens": total_prompt + total_completion},
-        },
+    total = cset.usage
+    for result in results.values():
+        total = total + result.outcome.usage
+    inputs = {"prompt": prompt.text}
+    return stamp(SYNTH, {
         "config": setup.config,
+        "inputs": inputs,
+        "candidates": {
+            "inputs": inputs,
+            "candidates": [_candidate_row(c, cset.output_fields) for c in cset.candidates],
+            "output_fields": list(cset.output_fields),
+            "usage": cset.usage.to_dict(),
+        },
+        "methods": {name: _method_row(result) for name, result in results.items()},
+        "answer_from": answer_from,
+        "messages": [*prompt.messages, {"role": "assistant", "content": answer}],
+        "filters": _filters_row(report),
+        "usage": {"sampling": cset.usage.to_dict(), "total": total.to_dict()},
         "attempt": attempt,
         "source": prompt.where,
+    })
+
+
+def _method_row(result: Any) -> dict[str, Any]:
+    """A method's result (:meth:`MethodResult.to_record`) in the datasets-safe encoding of synth rows."""
+    detail = result.outcome.to_dict()
+    return {
+        "outputs": {RESPONSE_FIELD: _s(result.outputs.get(RESPONSE_FIELD))},
+        "fallback": _s(result.fallback),
+        result.detail_key: _fusion_row(detail) if result.detail_key == FUSION else _selection_row(detail),
+        "usage": result.usage,
+        "seconds": round(result.seconds, 4),
     }
-
-
-def _usage_of(d: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: d[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens", "seconds", "calls")}
 
 
 def _s(value: Any) -> str:
@@ -592,7 +600,7 @@ def _filters_row(report: Mapping[str, Any]) -> dict[str, Any]:
 
 def prompt_id(prompt: Prompt, config: Mapping[str, Any]) -> str:
     """The row id: a hash of the conversation and the configuration."""
-    from fusion_dspy.runs import record_id
+    from fusion_dspy.records import record_id
 
     return record_id([dict(m) for m in prompt.messages], dict(config))
 
@@ -648,8 +656,7 @@ def synthesize(
     Example:
         >>> stats = synthesize("prompts.jsonl", "out", pool=load_pool("pool.yaml"), limit=100)  # doctest: +SKIP
     """
-    from fusion_dspy.runner import failures_path, run_items
-    from fusion_dspy.runs import RecordStore
+    from fusion_dspy.records import RecordStore, failures_path, run_items
 
     if limit is not None and limit < 1:
         raise ConfigurationError(f"limit must be >= 1, got {limit}")

@@ -1,7 +1,7 @@
 """Candidate pools sampled once and kept on disk, so optimizers pay only for aggregation.
 
 One pool per (task, example, teacher, temperature, max_tokens) is stored in a
-:class:`~fusion_dspy.runs.RecordStore` (append-only JSONL). Each record holds the pool of one teacher
+:class:`~fusion_dspy.records.RecordStore` (append-only JSONL). Each record holds the pool of one teacher
 at some size; the largest record of a key wins. A request for ``n`` samples of a teacher reuses the
 first ``n`` of the cached pool when it is large enough, and otherwise draws only the missing samples
 (fresh rollout ids, so they are new samples, not cache hits) and stores the extended pool. A pool of
@@ -24,7 +24,7 @@ from typing import Any
 
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.lm import lm_name
-from fusion_dspy.runs import RecordStore, record_id
+from fusion_dspy.records import RecordStore, record_id
 from fusion_dspy.sampling import sample_candidates
 from fusion_dspy.types import Candidate, CandidateSet, Usage
 

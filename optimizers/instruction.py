@@ -27,7 +27,7 @@ from fusion_dspy.aggregate import FusionAggregator, FusionOfN
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.fuse import Fusor
 from fusion_dspy.lm import fan_out
-from fusion_dspy.runs import record_id
+from fusion_dspy.records import record_id
 from fusion_dspy.sampling import task_signature
 from fusion_dspy.task import Task
 from fusion_dspy.types import CandidateSet, Usage

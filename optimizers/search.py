@@ -47,7 +47,7 @@ from fusion_dspy.aggregate import AGGREGATORS, FUSION, Aggregators, check_method
 from fusion_dspy.errors import ConfigurationError, SamplingError
 from fusion_dspy.fuse import Fusor
 from fusion_dspy.lm import Endpoint, Pool, fan_out, model_list_of
-from fusion_dspy.runs import RecordStore, record_id
+from fusion_dspy.records import RecordStore, record_id
 from fusion_dspy.select import LLMRater
 from fusion_dspy.task import Task
 from fusion_dspy.types import CandidateSet, Usage

@@ -182,29 +182,36 @@ def _cand(index, model, sample, answer, error=None):
     }
 
 
-def synth_record(rid="r1", *, order=(1, 0, 2), fused="abcxyz", bon_index=2, fallback=None):
+def synth_record(rid="r1", *, order=(1, 0, 2), fused="abcxyz", bon_index=2, fallback=None, kind="synth"):
+    """A record in the current format (docs/records.md) with three candidates, a fusion and a Best-of-N pick."""
+    cands = [_cand(0, "m1", 0, "abc"), _cand(1, "m2", 0, "xyz"), _cand(2, "m2", 1, "qqq")]
+    fusion = {"outputs": {"answer": fused}, "comparison": "...", "order": list(order), "fallback": fallback}
+    selection = {"index": bon_index, "scores": {"0": 1.0, "1": 2.0, "2": 3.0}, "method": "best_of_n", "fallback": None}
     return {
-        "id": rid,
-        "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": fused}],
-        "candidates": [_cand(0, "m1", 0, "abc"), _cand(1, "m2", 0, "xyz"), _cand(2, "m2", 1, "qqq")],
-        "fusion": {"outputs": {"answer": fused}, "comparison": "...", "order": list(order), "fallback": fallback},
-        "best_of_n": {
-            "index": bon_index,
-            "scores": {"0": 1.0, "1": 2.0, "2": 3.0},
-            "method": "best_of_n",
-            "fallback": None,
+        "id": rid, "format": 2, "kind": kind, "config": {}, "inputs": {"question": "q"},
+        "candidates": {"inputs": {"question": "q"}, "candidates": cands, "output_fields": ["answer"], "usage": {}},
+        "methods": {
+            "fusion": {"outputs": fusion["outputs"], "fallback": fallback, "fusion": fusion},
+            "bon": {"outputs": cands[bon_index]["outputs"], "fallback": None, "selection": selection},
         },
+        "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": fused}],
     }
 
 
 def eval_record(rid="e1", status="ok"):
-    rec = synth_record(rid)
-    return {
-        "id": rid,
-        "status": status,
-        "candidates": rec["candidates"],
-        "methods": {"fusion": {"fusion": rec["fusion"], "score": 1.0}, "bon": {"selection": rec["best_of_n"]}},
-    }
+    rec = synth_record(rid, kind="eval")
+    del rec["messages"]
+    for result in rec["methods"].values():
+        result.update({"status": status, "score": 1.0})
+    return rec
+
+
+def fusion(rec):
+    return rec["methods"]["fusion"]["fusion"]
+
+
+def cands(rec):
+    return rec["candidates"]["candidates"]
 
 
 def test_record_view_of_synth_record_names_samples_and_positions():
@@ -218,12 +225,14 @@ def test_record_view_of_synth_record_names_samples_and_positions():
 
 def test_eval_shape_gives_the_same_view_and_failed_records_are_skipped():
     assert an.record_view(eval_record()) == an.record_view(synth_record("e1"))
-    assert an.record_view(eval_record(status="failed")) is None
+    failed = an.record_view(eval_record(status="failed"))  # a failed method is not analysed
+    assert failed.fused is None and failed.skip == "no fusion" and failed.selected is None
+    assert an.record_view({"id": "x", "status": "failed"}) is None
 
 
 def test_failed_and_unshown_candidates_are_not_sources():
     rec = synth_record(order=(0, 1))
-    rec["candidates"][1] = _cand(1, "m2", 0, None, error="timeout")
+    cands(rec)[1] = _cand(1, "m2", 0, None, error="timeout")
     view = an.record_view(rec)
     assert view.sources == {"m1": "abc"}  # m2#0 failed, m2#1 not shown
 
@@ -236,21 +245,21 @@ def test_fallback_fusion_is_not_analysed_but_bon_still_counts():
 
 def test_field_choice():
     rec = synth_record()
-    rec["fusion"]["outputs"] = {"reasoning": "r", "answer": "abcxyz"}
+    fusion(rec)["outputs"] = {"reasoning": "r", "answer": "abcxyz"}
     assert an.record_view(rec).field == "answer"
-    rec["fusion"]["outputs"] = {"reasoning": "r", "response": "abcxyz"}
-    for c in rec["candidates"]:
+    fusion(rec)["outputs"] = {"reasoning": "r", "response": "abcxyz"}
+    for c in cands(rec):
         c["outputs"] = {"response": c["outputs"]["answer"]}
     assert an.record_view(rec).field == "response"
-    rec["fusion"]["outputs"] = {"summary": "abc", "text": "xyz"}
+    fusion(rec)["outputs"] = {"summary": "abc", "text": "xyz"}
     with pytest.raises(DataError, match="--field"):
         an.record_view(rec)
-    for c in rec["candidates"]:
+    for c in cands(rec):
         c["outputs"] = {"summary": c["outputs"]["response"], "text": "-"}
     view = an.record_view(rec, field_name="summary")
     assert view.fused == "abc" and view.sources["m1"] == "abc"
-    rec["fusion"]["outputs"] = {"translation": "abcxyz"}
-    for c in rec["candidates"]:
+    fusion(rec)["outputs"] = {"translation": "abcxyz"}
+    for c in cands(rec):
         c["outputs"] = {"translation": c["outputs"]["summary"]}
     assert an.record_view(rec).field == "translation"  # the single output field
 
@@ -259,7 +268,7 @@ def test_malformed_records_raise_data_error():
     with pytest.raises(DataError, match="candidates"):
         an.record_view({"id": "x", "fusion": {}})
     rec = synth_record()
-    rec["fusion"]["order"] = "1,0,2"
+    fusion(rec)["order"] = "1,0,2"
     with pytest.raises(DataError, match="order"):
         an.record_view(rec)
 
@@ -301,7 +310,7 @@ def test_parallel_equals_serial(tmp_path):
         for i in range(40):
             texts = [_random_text(rng, "abcd efg", 60) for _ in range(3)]
             rec = synth_record(f"r{i}", fused=texts[0][:20] + texts[1][10:40] + "ZZ" + texts[2][:15])
-            for c, t in zip(rec["candidates"], texts, strict=True):
+            for c, t in zip(cands(rec), texts, strict=True):
                 c["outputs"]["answer"] = t
             fh.write(json.dumps(rec) + "\n")
     serial = an.analyze_records(path, workers=1, progress=False).aggregate.to_dict()

@@ -13,7 +13,7 @@ from fusion_dspy.errors import ConfigurationError, DataError
 from fusion_dspy.eval_summary import bootstrap_ci, summarize
 from fusion_dspy.evaluation import EvalRoles, evaluate, parse_ns, prepare, roles_from_pool, run
 from fusion_dspy.lm.endpoints import Endpoint, Pool
-from fusion_dspy.runs import iter_records
+from fusion_dspy.records import iter_records
 from fusion_dspy.task import Task
 from tests.fakes.openai_server import FakeOpenAIServer, chat_adapter_reply
 
@@ -84,6 +84,7 @@ def test_all_methods_share_one_pool(server, data, tmp_path):
     assert len(records) == 3 and summary["counts"]["done"] == 3
     assert len(_sampling_requests(server, n=3)) == 3  # one n=3 request per example, shared by every method
     for rec in records:
+        assert list(rec)[:3] == ["id", "format", "kind"] and (rec["format"], rec["kind"]) == (2, "eval")
         texts = [c["outputs"]["answer"] for c in rec["candidates"]["candidates"]]
         assert len(texts) == 3 and len(set(texts)) == 3
         m = rec["methods"]

@@ -9,7 +9,7 @@ import pytest
 from fusion_dspy.data import BadRows
 from fusion_dspy.errors import ConfigurationError, DataError
 from fusion_dspy.lm.endpoints import Endpoint, Pool
-from fusion_dspy.runs import iter_records
+from fusion_dspy.records import FORMAT_VERSION, iter_records
 from fusion_dspy.synth import (
     Filters,
     Prompt,
@@ -183,17 +183,25 @@ def test_synth_rows_resume_and_shared_candidates(tmp_path, server):
     rows = list(iter_records(out / "synth.jsonl"))
     assert len({r["id"] for r in rows}) == 3
     for r in rows:
-        assert r["messages"][0] == {"role": "user", "content": r["prompt"]}
-        assert r["messages"][1]["role"] == "assistant" and r["messages"][1]["content"] == r["fusion"]["outputs"]["response"]
-        indices = {c["index"] for c in r["candidates"]}
-        assert len(r["candidates"]) == 3 and {c["model"] for c in r["candidates"]} == {"teacher0"}
+        assert (r["format"], r["kind"]) == (FORMAT_VERSION, "synth") and r["answer_from"] == "fusion"
+        assert r["messages"][0] == {"role": "user", "content": r["inputs"]["prompt"]}
+        fused, best = r["methods"]["fusion"]["fusion"], r["methods"]["bon"]["selection"]
+        assert r["messages"][1]["role"] == "assistant" and r["messages"][1]["content"] == fused["outputs"]["response"]
+        cands = r["candidates"]["candidates"]
+        assert r["candidates"]["output_fields"] == ["response"] and r["candidates"]["inputs"] == r["inputs"]
+        indices = {c["index"] for c in cands}
+        assert len(cands) == 3 and {c["model"] for c in cands} == {"teacher0"}
         # Best-of-N and fusion saw the identical candidates
-        assert set(r["fusion"]["order"]) == indices
-        assert {int(i) for i in json.loads(r["best_of_n"]["scores"])} == indices
-        assert r["best_of_n"]["index"] in indices
-        chosen = next(c for c in r["candidates"] if c["index"] == r["best_of_n"]["index"])
-        assert chosen["outputs"] == r["best_of_n"]["outputs"]
-        assert r["usage"]["sampling"]["completion_tokens"] > 0 and r["usage"]["fusion"]["calls"] >= 1
+        assert set(fused["order"]) == indices
+        assert {int(i) for i in json.loads(best["scores"])} == indices
+        assert best["index"] in indices
+        chosen = next(c for c in cands if c["index"] == best["index"])
+        assert chosen["outputs"] == best["outputs"] == r["methods"]["bon"]["outputs"]
+        fusion_usage = r["methods"]["fusion"]["usage"]
+        assert r["usage"]["sampling"]["completion_tokens"] > 0 and fusion_usage["aggregation"]["calls"] >= 1
+        assert fusion_usage["sampling"] == r["usage"]["sampling"] == r["candidates"]["usage"]
+        spent = r["usage"]["sampling"]["completion_tokens"] + sum(m["usage"]["aggregation"]["completion_tokens"] for m in r["methods"].values())
+        assert r["usage"]["total"]["completion_tokens"] == spent
         assert r["config"]["methods"] == ["bon", "fusion"] and r["config"]["temperature"] == 0.3
     # one n=3 sampling request per prompt, not one per candidate
     sampling = [b for b in server.requests if b["_path"].endswith("chat/completions") and _is_sampling(b)]
@@ -213,10 +221,11 @@ def test_bon_only_answer_and_teacher_pool(tmp_path, server):
     stats = synthesize(prompts, tmp_path / "out", pool=make_pool(server, k=2, teachers=2), methods=["bon"])
     assert stats.done == 1
     (row,) = iter_records(tmp_path / "out" / "synth.jsonl")
-    assert row["answer_from"] == "best_of_n" and row["fusion"] is None
-    assert sorted((c["model"], c["sample"]) for c in row["candidates"]) == [("teacher0", 0), ("teacher0", 1), ("teacher1", 0), ("teacher1", 1)]
-    assert [c["index"] for c in row["candidates"]] == [0, 1, 2, 3]
-    assert row["messages"][-1]["content"] == row["best_of_n"]["outputs"]["response"]
+    assert row["answer_from"] == "bon" and list(row["methods"]) == ["bon"]
+    cands = row["candidates"]["candidates"]
+    assert sorted((c["model"], c["sample"]) for c in cands) == [("teacher0", 0), ("teacher0", 1), ("teacher1", 0), ("teacher1", 1)]
+    assert [c["index"] for c in cands] == [0, 1, 2, 3]
+    assert row["messages"][-1]["content"] == row["methods"]["bon"]["selection"]["outputs"]["response"]
 
 
 def test_reward_model_scores_bon(tmp_path):
@@ -225,10 +234,11 @@ def test_reward_model_scores_bon(tmp_path):
         synthesize(prompts, tmp_path / "out", pool=make_pool(srv, k=3, reward_model=True), methods=["bon"])
     (row,) = iter_records(tmp_path / "out" / "synth.jsonl")
     assert row["config"]["scorer"]["kind"] == "reward_model"
-    scores = json.loads(row["best_of_n"]["scores"])
+    best = row["methods"]["bon"]["selection"]
+    scores = json.loads(best["scores"])
     assert len(scores) == 3 and all(v is not None for v in scores.values())
-    best = max(scores.values())
-    assert scores[str(row["best_of_n"]["index"])] == best  # ties between equal rewards are a seeded draw
+    top = max(scores.values())
+    assert scores[str(best["index"])] == top  # ties between equal rewards are a seeded draw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,11 +282,11 @@ def test_filters_in_rows_and_all_dropped_fails_then_retries(tmp_path):
         stats = synthesize(prompts, tmp_path / "out", pool=make_pool(srv, k=3), filters=filters)
         assert stats.done == 1
         (row,) = iter_records(tmp_path / "out" / "synth.jsonl")
-        assert row["filters"]["kept"] == [0] and row["fusion"]["order"] == [0]
+        assert row["filters"]["kept"] == [0] and row["methods"]["fusion"]["fusion"]["order"] == [0]
         dropped = json.loads(row["filters"]["dropped"])
         assert {d["index"]: d["reason"].split(":")[0].split(" ")[0] for d in dropped} == {1: "language", 2: "failed"}
         assert row["filters"]["languages"] == "de" and row["filters"]["min_length"] == 20
-        assert row["candidates"][2]["error"] == "empty response"
+        assert row["candidates"]["candidates"][2]["error"] == "empty response"
 
         # nothing survives: the prompt fails with the reason and is retried (fresh samples) next run
         strict = Filters(("fr",), universe=("en", "de", "fr"))
@@ -318,9 +328,9 @@ def test_rows_load_with_datasets_and_export_parquet(tmp_path, methods):
         out = tmp_path / "out"
         stats = synthesize(prompts, out, pool=make_pool(srv, k=3), methods=methods, filters=Filters(min_length=5), export_parquet=True, concurrency=1)
     rows = list(iter_records(out / "synth.jsonl"))
-    assert [r["prompt"] for r in rows] == texts
-    assert any(c["error"] for c in rows[2]["candidates"]) and json.loads(rows[2]["filters"]["dropped"])
-    last = rows[3]["fusion"] if "fusion" in methods else rows[3]["best_of_n"]
+    assert [r["inputs"]["prompt"] for r in rows] == texts
+    assert any(c["error"] for c in rows[2]["candidates"]["candidates"]) and json.loads(rows[2]["filters"]["dropped"])
+    last = rows[3]["methods"]["fusion" if "fusion" in methods else "bon"]
     assert last["fallback"], "a fallback row is part of the mix"
     import datasets
 
@@ -343,7 +353,7 @@ def test_rows_readable_by_contribution_analysis(tmp_path, server):
     synthesize(prompts, tmp_path / "out", pool=make_pool(server, k=3), methods=["fusion", "bon"])
     (row,) = iter_records(tmp_path / "out" / "synth.jsonl")
     view = record_view(row)
-    assert view.field == "response" and view.fused == row["fusion"]["outputs"]["response"]
+    assert view.field == "response" and view.fused == row["methods"]["fusion"]["fusion"]["outputs"]["response"]
     assert len(view.sources) == 3 and sorted(view.positions.values()) == [1, 2, 3]
 
 

@@ -30,9 +30,9 @@ from fusion_dspy.aggregate.registry import (
     available_methods,
     check_methods,
     example_language,
-    greedy,
     method_order,
     needs_of,
+    run_greedy,
     task_offers,
 )
 
@@ -59,9 +59,9 @@ __all__ = [
     "check_methods",
     "example_language",
     "fusor_for",
-    "greedy",
     "method_order",
     "needs_of",
+    "run_greedy",
     "task_offers",
 ]
 

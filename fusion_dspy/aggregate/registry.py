@@ -8,7 +8,7 @@ what the harness measures is what users import. Other modules refer to the names
 constants below (:data:`BON`, :data:`FUSION`, ...), never by spelling them.
 
 ``greedy`` is not an aggregation (it is one temperature-0 sample, the no-sampling baseline): it is a
-name of :data:`BASELINES` and runs through :func:`greedy`.
+name of :data:`BASELINES` and runs through :func:`run_greedy`.
 """
 
 from __future__ import annotations
@@ -361,7 +361,7 @@ def example_language(example: Any) -> str | None:
     return language.split("-", 1)[1] if "-" in language and "_" in language else language
 
 
-def greedy(program: Any, inputs: dict[str, Any], lm: Any) -> dict[str, Any]:
+def run_greedy(program: Any, inputs: dict[str, Any], lm: Any) -> dict[str, Any]:
     """The ``greedy`` baseline: one temperature-0 answer of ``program``, parsed leniently, as a record."""
     from fusion_dspy.sampling import sample_candidates
 

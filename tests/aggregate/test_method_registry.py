@@ -105,3 +105,24 @@ def test_example_language_gives_a_pair_s_target():
     assert example_language(dspy.Example(language="de")) == "de"
     assert example_language(dspy.Example(language="en-ko_KR")) == "ko_KR"
     assert example_language(dspy.Example(language="-")) is None and example_language(None) is None
+
+
+# files whose spelled-out method names are pending: the demo's report (work in progress elsewhere
+# when the registry landed; its aggregation already runs through Aggregators)
+_PENDING = {"fusion_dspy/cli/demo.py"}
+
+
+def test_method_names_are_spelled_in_the_registry_only():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    quoted = [f'"{name}"' for name in ALL_METHODS] + [f"'{name}'" for name in ALL_METHODS]
+    found = []
+    for folder in ("fusion_dspy", "programs", "optimizers"):
+        for path in (repo / folder).rglob("*.py"):
+            rel = path.relative_to(repo).as_posix()
+            if rel == "fusion_dspy/aggregate/registry.py" or rel in _PENDING:
+                continue
+            text = path.read_text(encoding="utf-8")
+            found += [f"{rel}: {q}" for q in quoted if q in text]
+    assert found == [], "use the constants of fusion_dspy.aggregate (BON, FUSION, ...) instead"

@@ -16,7 +16,7 @@ import fusion_dspy as fd
 from fusion_dspy.aggregate import BON, FUSION, fusor_for
 from fusion_dspy.evaluation import EvalRoles, evaluate
 from fusion_dspy.lm.endpoints import Endpoint
-from fusion_dspy.runs import iter_records
+from fusion_dspy.records import iter_records
 from fusion_dspy.task import Task
 from fusion_dspy.types import CandidateSet
 from tests.fakes.openai_server import FakeOpenAIServer, chat_adapter_reply

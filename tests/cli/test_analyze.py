@@ -31,23 +31,23 @@ def _records(path, *, shape="synth"):
             "fallback": None,
         }
         bon = {"index": i % 3, "scores": {"0": 1.0, "1": 2.0, "2": 3.0}, "method": "best_of_n", "fallback": None}
-        if shape == "synth":
+        if shape == "synth-v1":  # a row of the first synth format (still read)
             rows.append({"id": f"p{i}", "messages": [], "candidates": cands, "fusion": fusion, "best_of_n": bon})
-        else:
-            rows.append(
-                {
-                    "id": f"p{i}",
-                    "status": "ok",
-                    "candidates": cands,
-                    "methods": {"fusion": {"fusion": fusion}, "bon": {"selection": bon}},
-                }
-            )
+        else:  # the current format, docs/records.md
+            rows.append({
+                "id": f"p{i}", "format": 2, "kind": shape, "config": {}, "inputs": {"question": "q"},
+                "candidates": {"inputs": {"question": "q"}, "candidates": cands, "output_fields": ["answer"], "usage": {}},
+                "methods": {
+                    "fusion": {"outputs": fusion["outputs"], "fallback": None, "fusion": fusion, "status": "ok"},
+                    "bon": {"outputs": cands[i % 3]["outputs"], "fallback": None, "selection": bon, "status": "ok"},
+                },
+            })
     rows.append({"id": "failed", "status": "failed", "error": "boom"})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return fused
 
 
-@pytest.mark.parametrize("shape,workers", [("synth", "1"), ("eval", "2")])
+@pytest.mark.parametrize("shape,workers", [("synth", "1"), ("eval", "2"), ("synth-v1", "1")])
 def test_analyze_writes_every_output(tmp_path, shape, workers):
     records = tmp_path / "records.jsonl"
     fused = _records(records, shape=shape)

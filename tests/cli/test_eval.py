@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from fusion_dspy.cli.main import app
 from fusion_dspy.errors import ConfigurationError, DataError
-from fusion_dspy.runs import iter_records
+from fusion_dspy.records import iter_records
 from tests.fakes.openai_server import FakeOpenAIServer
 
 TASK_MODULE = textwrap.dedent(

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from fusion_dspy.cli.main import app
 from fusion_dspy.errors import ConfigurationError, DataError
-from fusion_dspy.runs import iter_records
+from fusion_dspy.records import iter_records
 from tests.fakes.openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def test_synth_with_pool_file(tmp_path, server, monkeypatch):
     assert result.exit_code == 0, result.output + repr(result.exception)
     rows = list(iter_records(out / "synth.jsonl"))
     assert len(rows) == 2
-    assert sorted(c["model"] for c in rows[0]["candidates"]) == ["large", "large", "small", "small"]
+    assert sorted(c["model"] for c in rows[0]["candidates"]["candidates"]) == ["large", "large", "small", "small"]
     assert rows[0]["config"]["temperature"] == 0.5 and rows[0]["config"]["fusor"]["name"] == "large"
 
 

@@ -85,7 +85,7 @@ def write_pool(path: str | Path, servers: dict[str, str], *, num_retries: int = 
 
 def count_records(out_dir: str | Path, name: str = "records.jsonl") -> tuple[int, int, list[str]]:
     """(records, distinct ids, ids failed and not later done) in a run folder."""
-    from fusion_dspy.runs import iter_records
+    from fusion_dspy.records import iter_records
 
     out = Path(out_dir)
     ids = [r["id"] for r in iter_records(out / name)]

@@ -8,7 +8,7 @@ import time
 
 from fusion_dspy.evaluation import evaluate
 from fusion_dspy.lm.endpoints import Endpoint, Pool
-from fusion_dspy.runs import iter_records
+from fusion_dspy.records import iter_records
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.reliability._tiny_task import TASK, count_records, write_data
 

@@ -8,7 +8,7 @@ import time
 from typer.testing import CliRunner
 
 from fusion_dspy.cli.main import app
-from fusion_dspy.runs import iter_records
+from fusion_dspy.records import iter_records
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.reliability._tiny_task import SPEC, count_records, write_data, write_pool, write_prompts
 
@@ -30,13 +30,13 @@ def test_synth_fuses_over_the_teachers_that_answer(tmp_path):
     assert len(rows) == 4
     for row in rows:
         by_model = {}
-        for c in row["candidates"]:
+        for c in row["candidates"]["candidates"]:
             by_model.setdefault(c["model"], []).append(c)
         assert len(by_model["bad"]) == 2 and all("InternalServerError" in c["error"] for c in by_model["bad"])
         assert all(not c["error"] for c in by_model["good"])
         good_indices = {c["index"] for c in by_model["good"]}
-        assert set(row["fusion"]["order"]) == good_indices  # fused over the rest only
-        assert row["answer_from"] == "fusion" and not row["fusion"]["fallback"]
+        assert set(row["methods"]["fusion"]["fusion"]["order"]) == good_indices  # fused over the rest only
+        assert row["answer_from"] == "fusion" and not row["methods"]["fusion"]["fallback"]
 
 
 def test_synth_all_teachers_failing_marks_every_prompt_failed_and_goes_on(tmp_path):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_dspy.errors import ConfigurationError, FusionError
-from fusion_dspy.runs import RecordStore
+from fusion_dspy.records.store import RecordStore
 
 logger = logging.getLogger(__name__)
 
