@@ -40,10 +40,10 @@ HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
 
 
-def fuse_many(server, examples, *, task, n: int, max_tokens: int, compare: bool, fmt: str) -> list[dict]:
+def fuse_many(server, examples, *, task, n: int, max_tokens: int, compare: bool, fmt: str, fusor_temperature: float) -> list[dict]:
     """FusionOfN on each example; one row per example with the candidates, the answer and its substance."""
     sampler = server.lm(max_tokens=max_tokens, cache=False)
-    fusor = server.lm(max_tokens=max_tokens, temperature=0.0, cache=False)
+    fusor = server.lm(max_tokens=max_tokens, temperature=fusor_temperature, cache=False)
     module = fd.FusionOfN(task.program(), n=n, fusor=fusor, lm=sampler, compare=compare, format=fmt)
     rows = []
     for ex in examples:
@@ -60,7 +60,7 @@ def fuse_many(server, examples, *, task, n: int, max_tokens: int, compare: bool,
             "id": ex.id, "prompt": str(next(iter(ex.inputs().values()))), "candidates": cands, "answer": answer,
             "comparison": pred.fusion.comparison, "fallback": pred.fallback, "truncated": pred.fusion.truncated,
             "substance": sub, "seconds": time.perf_counter() - started,
-            "candidates_degenerate": sum(assess(c, cands).degenerate for c in cands),
+            "candidates_degenerate": sum(assess(c, cands).degenerate for c in cands), "fusor_calls": pred.fusion.usage.calls,
         })
         print(f"{ex.id}: substantive={sub.substantive} chars={sub.chars} ratio={sub.length_ratio:.2f} "
               f"copied={sub.copied_share:.2f} framing={list(sub.framing)} repetition={sub.repetition:.2f} "
@@ -93,7 +93,7 @@ def load_moa():
     return package.moa.mixture_of_agents
 
 
-def side_by_side(server, prompts: list[str], *, n: int, max_tokens: int) -> dict:
+def side_by_side(server, prompts: list[str], *, n: int, max_tokens: int, fusor_temperature: float) -> dict:
     """Same prompts, same server, same max_tokens: FusionOfN against OptiLLM moa."""
     import openai
 
@@ -102,9 +102,10 @@ def side_by_side(server, prompts: list[str], *, n: int, max_tokens: int) -> dict
     os.environ.setdefault("OPTILLM_MAX_TOKENS", str(max_tokens))
     fused_lengths, fused_seconds, moa_lengths, moa_seconds, moa_tokens = [], 0.0, [], 0.0, 0
     sampler = server.lm(max_tokens=max_tokens, cache=False)
-    fusor = server.lm(max_tokens=max_tokens, temperature=0.0, cache=False)
+    fusor = server.lm(max_tokens=max_tokens, temperature=fusor_temperature, cache=False)
     module = fd.FusionOfN(dspy.Predict("prompt -> response"), n=n, fusor=fusor, lm=sampler)
     fused_tokens = 0
+    fusor_seconds = 0.0
     examples = []
     for prompt in prompts:
         started = time.perf_counter()
@@ -112,6 +113,7 @@ def side_by_side(server, prompts: list[str], *, n: int, max_tokens: int) -> dict
         fused_seconds += time.perf_counter() - started
         fused_lengths.append(len(pred.response or ""))
         fused_tokens += pred.usage["total"]["total_tokens"]
+        fusor_seconds += pred.fusion.usage.seconds
         started = time.perf_counter()
         answer, tokens = _moa(mixture_of_agents, client, prompt, max_tokens)
         moa_seconds += time.perf_counter() - started
@@ -122,6 +124,8 @@ def side_by_side(server, prompts: list[str], *, n: int, max_tokens: int) -> dict
     return {
         "prompts": len(prompts), "max_tokens": max_tokens,
         "fusion_seconds": round(fused_seconds, 1), "moa_seconds": round(moa_seconds, 1),
+        # where fusion's time goes: drawing the N candidates, then the one fusor call
+        "fusion_sampling_seconds": round(fused_seconds - fusor_seconds, 1), "fusion_fusor_seconds": round(fusor_seconds, 1),
         "time_ratio": round(fused_seconds / moa_seconds, 3) if moa_seconds else None,
         "fusion_median_chars": statistics.median(fused_lengths), "moa_median_chars": statistics.median(moa_lengths),
         "length_ratio": round(statistics.median(fused_lengths) / max(1, statistics.median(moa_lengths)), 3),
@@ -160,6 +164,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=384)
     ap.add_argument("--compare", action="store_true", help="the fusor compares the candidates first (separate call)")
+    ap.add_argument("--fusor-temperature", type=float, default=0.0,
+                    help="as eval, synth and demo use (0.3 measured worse: less copied from the candidates)")
     ap.add_argument("--format", default="auto", choices=["auto", "plain", "structured"])
     ap.add_argument("--moa", type=int, default=0, help="K prompts side by side with OptiLLM moa (0: skip)")
     ap.add_argument("--moa-data", default=str(SHARED / "ultrafeedback" / "train_clean.jsonl"))
@@ -174,11 +180,12 @@ def main() -> None:
             task = load_task(args.task)
             examples = task.load(args.data, limit=args.limit)[: args.limit]
             started = time.perf_counter()
-            rows = fuse_many(server, examples, task=task, n=args.n, max_tokens=args.max_tokens, compare=args.compare, fmt=args.format)
+            rows = fuse_many(server, examples, task=task, n=args.n, max_tokens=args.max_tokens, compare=args.compare, fmt=args.format,
+                             fusor_temperature=args.fusor_temperature)
             summary = summarize([r["substance"] for r in rows])
             summary.update({
                 "task": args.task, "data": args.data, "n": args.n, "max_tokens": args.max_tokens, "compare": args.compare,
-                "format": args.format, "truncated": sum(r["truncated"] for r in rows),
+                "format": args.format, "fusor_temperature": args.fusor_temperature, "truncated": sum(r["truncated"] for r in rows),
                 "candidates": sum(len(r["candidates"]) for r in rows),
                 "candidates_degenerate": sum(r["candidates_degenerate"] for r in rows),
                 "seconds": round(time.perf_counter() - started, 1),
@@ -194,7 +201,8 @@ def main() -> None:
                     prompts.append(json.loads(line)["prompt"])
                     if len(prompts) >= args.moa:
                         break
-            result["versus_moa"] = side_by_side(server, prompts, n=args.n, max_tokens=args.moa_max_tokens)
+            result["versus_moa"] = side_by_side(server, prompts, n=args.n, max_tokens=args.moa_max_tokens,
+                                                fusor_temperature=args.fusor_temperature)
     printable = {k: ({kk: vv for kk, vv in v.items() if kk != "examples"}) for k, v in result.items() if k != "rows"}
     print(json.dumps(printable, indent=2, ensure_ascii=False))
     if args.json:

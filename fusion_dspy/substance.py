@@ -33,12 +33,14 @@ DEGENERATE_REPETITION = 0.5
 # names DSPy's adapters and fusion-dspy's own prompts use, which never belong in an answer
 _PROMPT_FIELDS = ("candidates", "comparison", "compare", "analysis", "prompt", "response", "answer",
                   "reasoning", "question", "translation", "task", "completed")
+_INPUT_NAMES = ("source_language", "target_language", "target_country", "source", "text", "instruction", "context")
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("DSPy field marker", re.compile(r"\[\[\s*#+\s*\w+\s*#+\s*\]\]|\[\s*#+\s*\w+\s*#+\s*\]|^\s*#{1,3}\s*\w+\s*#{1,3}\s*$", re.M)),
     ("placeholder", re.compile(r"\{\s*(?:" + "|".join(_PROMPT_FIELDS) + r")\s*\}", re.I)),
     ("field list", re.compile(r"\b(?:your\s+)?(?:input|output)\s+fields?\b(?:\s+(?:are|is|should))?", re.I)),
     ("fence tag", re.compile(r"<\s*/?\s*(?:candid\w*|response|draft)s?\b[^>]*>", re.I)),
-    ("inputs repr", re.compile(r"\{\s*'[a-z_]+'\s*:\s*['\"]")),
+    # a Python repr of the task's inputs ({'source_language': ...}); a dict in an answer's code is not one
+    ("inputs repr", re.compile(r"\{\s*'(?:" + "|".join(_PROMPT_FIELDS + _INPUT_NAMES) + r")'\s*:\s*['\"]")),
     ("field label", re.compile(r"^\W{0,3}(?:candidates|comparison|source_language|target_language|target_country)\W{0,3}:", re.I | re.M)),
     ("completion marker", re.compile(r"#\s*completed\s*#", re.I)),
     # the fusor talking about its inputs ("**Candidate 1:**", "draft 2 says") instead of answering

@@ -65,3 +65,9 @@ def test_a_decoding_loop_is_degenerate():
 
 def test_a_mangled_fence_tag_is_framing():
     assert "fence tag" in framing_found('The answer is:\n<candid id="1">')
+
+
+def test_a_dict_in_an_answers_code_is_not_a_repr_of_the_inputs():
+    code = "```python\nimages = {'name': 'image0', 'description': 'red'}\n```"
+    assert framing_found(code) == []
+    assert framing_found("{'prompt': 'Give two tips'}") == ["inputs repr"]
