@@ -82,7 +82,7 @@ def count_tokens(api_base: str, texts: list[str]) -> int:
 
 
 def run_eval(server, examples: int, n, methods: str, max_tokens: int, concurrency: int, out: Path):
-    from fusion_dspy.evaluation import prepare, roles_from_pool, run
+    from fusion_dspy.eval import prepare, roles_from_pool, run
     from fusion_dspy.lm.endpoints import Pool
 
     ep = server.endpoint

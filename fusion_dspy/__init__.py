@@ -47,7 +47,7 @@ _LAZY = {
     "contributions": "fusion_dspy.analysis",
     "attribute": "fusion_dspy.analysis",
     "launch": "fusion_dspy.serving.launch",
-    "evaluate": "fusion_dspy.evaluation",
+    "evaluate": "fusion_dspy.eval",
     "synthesize": "fusion_dspy.synth",
 }
 

@@ -8,6 +8,10 @@ for fusor calls, and the result is exactly a fusor state: it is saved as a :clas
 
 The optimizers tune on the train split; the before/after comparison is on the held-out split, which
 no optimizer sees.
+
+Why one file over 400 lines: it is one procedure read top to bottom (the cached program the
+optimizers see, the feedback metric, the held-out evaluation, the tuning run); every part is used
+only by the next, so split files would only send the reader back and forth.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ win rate of the prediction against the reference. Without them (the data as ship
 scores every method by its win rate against the greedy answer of the same run (greedy itself scores
 0.5), as the paper reports win rates against a baseline; :func:`head_to_head` compares any two.
 The judge is ``dspy.settings.lm``, else the pool's rater.
+
+Why one file over 400 lines: a task is one module (its program, metric and loader, as every task in
+``programs/``); this task's metric is a pairwise judge with its own signature and verdict parsing,
+and its loader reads two data formats.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import pytest
 
 from fusion_dspy.data import read_jsonl
 from fusion_dspy.errors import ConfigurationError, DataError
-from fusion_dspy.eval_summary import bootstrap_ci, summarize
-from fusion_dspy.evaluation import EvalRoles, evaluate, parse_ns, prepare, roles_from_pool, run
+from fusion_dspy.eval import EvalRoles, evaluate, parse_ns, prepare, roles_from_pool, run
+from fusion_dspy.eval.summary import bootstrap_ci, summarize
 from fusion_dspy.lm.endpoints import Endpoint, Pool
 from fusion_dspy.records import iter_records
 from fusion_dspy.task import Task

@@ -22,7 +22,7 @@ from fusion_dspy.cli._models import (
     POOL_OPTION,
     open_pool,
 )
-from fusion_dspy.evaluation import DEFAULT_CONCURRENCY, DEFAULT_MAX_TOKENS
+from fusion_dspy.eval import DEFAULT_CONCURRENCY, DEFAULT_MAX_TOKENS
 
 
 def register(app: typer.Typer) -> None:
@@ -54,7 +54,7 @@ def eval_command(
     """Evaluate greedy, Best-of-N, Fusion-of-N, oracle and majority vote on one shared candidate pool."""
     import warnings
 
-    from fusion_dspy.evaluation import default_out_dir, prepare, roles_from_pool, run
+    from fusion_dspy.eval import default_out_dir, prepare, roles_from_pool, run
     from fusion_dspy.lm.endpoints import load_pool
 
     # greedy is one temperature-0 call; DSPy warns that its rollout id is moot, which is expected here

@@ -14,7 +14,7 @@ import pytest
 
 import fusion_dspy as fd
 from fusion_dspy.aggregate import BON, FUSION, fusor_for
-from fusion_dspy.evaluation import EvalRoles, evaluate
+from fusion_dspy.eval import EvalRoles, evaluate
 from fusion_dspy.lm.endpoints import Endpoint
 from fusion_dspy.records import iter_records
 from fusion_dspy.task import Task

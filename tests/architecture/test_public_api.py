@@ -1,7 +1,7 @@
 """programs/ and optimizers/ use only the library's public API.
 
 Public means: a name without a leading underscore, from a module path without one; from a package
-that declares ``__all__`` (``fusion_dspy``, ``fusion_dspy.aggregate``, ``fusion_dspy.lm``,
+that declares ``__all__`` (``fusion_dspy``, ``fusion_dspy.aggregate``, ``fusion_dspy.lm``, ``fusion_dspy.records``,
 ``fusion_dspy.select``) only through the package, and only names in its ``__all__``.
 """
 

@@ -15,6 +15,9 @@ reply fills every output field a DSPy ChatAdapter system message asks for, so
 Example:
     >>> with FakeOpenAIServer(reply="[[ ## answer ## ]]\\n4\\n\\n[[ ## completed ## ]]") as server:  # doctest: +SKIP
     ...     lm = dspy.LM("openai/fake", api_base=server.api_base, api_key="x", engine="litellm")
+
+Why one file over 400 lines: one fake server is one class and its request handler, each endpoint a
+short method; tests import it whole, and the routes read best side by side.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 from fusion_dspy.aggregate import BON, FUSION, GREEDY, MAJORITY, ORACLE
 from fusion_dspy.analysis import analyze_records, record_view
 from fusion_dspy.errors import DataError
-from fusion_dspy.eval_summary import summarize
+from fusion_dspy.eval.summary import summarize
 from fusion_dspy.records import EVAL, FORMAT_VERSION, SYNTH, iter_records, method_result, read_records, stamp, upgrade
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "records"

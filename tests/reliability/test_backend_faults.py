@@ -6,7 +6,7 @@ import json
 import threading
 import time
 
-from fusion_dspy.evaluation import evaluate
+from fusion_dspy.eval import evaluate
 from fusion_dspy.lm.endpoints import Endpoint, Pool
 from fusion_dspy.records import iter_records
 from tests.fakes.openai_server import FakeOpenAIServer
