@@ -19,7 +19,7 @@ from fusion_dspy.aggregate.registry import BestOfNAggregator, FusionAggregator
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.fuse import Fusor
 from fusion_dspy.sampling import Strategy, normalize_pool, output_fields_of, sample_candidates, task_signature
-from fusion_dspy.select.best_of_n import as_scorer
+from fusion_dspy.select.scoring import as_scorer
 from fusion_dspy.types import CandidateSet
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from fusion_dspy.types import CandidateSet, Fusion, Selection, Usage
 
 if TYPE_CHECKING:  # the implementations import DSPy; they load when a method runs, so the names stay cheap to import
     from fusion_dspy.fuse import Fusor
-    from fusion_dspy.select.best_of_n import Scorer
+    from fusion_dspy.select.scoring import Scorer
 
 GREEDY = "greedy"
 BON = "bon"
@@ -160,7 +160,7 @@ class BestOfNAggregator(Aggregator):
         return cls(resources.scorer, seed=resources.seed)
 
     def aggregate(self, cset: CandidateSet, *, example: Any = None, prior: Mapping[str, MethodResult]) -> Selection:
-        from fusion_dspy.select.best_of_n import select_best
+        from fusion_dspy.select.scoring import select_best
 
         return select_best(cset, self.scorer, seed=self.seed)
 
@@ -241,7 +241,7 @@ class OracleAggregator(Aggregator):
         return cls(resources.task.metric, seed=resources.seed)
 
     def aggregate(self, cset: CandidateSet, *, example: Any = None, prior: Mapping[str, MethodResult]) -> Selection:
-        from fusion_dspy.select.best_of_n import CallableScorer, select_best
+        from fusion_dspy.select.scoring import CallableScorer, select_best
 
         if example is None:
             raise ConfigurationError(f"method {self.name!r} needs the gold example of the candidate set")
