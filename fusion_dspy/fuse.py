@@ -36,9 +36,6 @@ from fusion_dspy.types import Candidate, CandidateSet, Fusion, Usage
 logger = logging.getLogger(__name__)
 
 ContextPolicy = Literal["trim", "drop_longest"]
-# the fusor's sampling temperature where fusion-dspy builds its LM (eval, synth, demo): greedy decoding
-# loops on small models ("400MA + 20A = 400MA + 20A ..."), a little temperature does not; see benchmarks/README.md
-FUSOR_TEMPERATURE = 0.3
 _PROMPT_OVERHEAD_TOKENS = 600  # the instruction, DSPy's field framing and the chat template
 # the 3-characters-per-token estimate undercounts repetitive text (seen: 4,115 real tokens for a prompt
 # estimated to fit 4,096 on SmolLM2), so the candidates get at most 90% of what is left
