@@ -34,7 +34,7 @@ def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 384, seed:
     """
     import dspy
 
-    from fusion_dspy.aggregate import Aggregators
+    from fusion_dspy.aggregate import BON, FUSION, Aggregators
     from fusion_dspy.analysis import contributions
     from fusion_dspy.fuse import Fusor
     from fusion_dspy.sampling import sample_candidates
@@ -55,9 +55,9 @@ def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 384, seed:
     rater_lm = pool.endpoints[pool.rater_name].lm(max_tokens=max(96, max_tokens // 2), temperature=0.0, cache=False)
     fusor = Fusor(program.signature, lm=fusor_lm, seed=seed, compare=compare)
     aggregators = Aggregators(fusor=fusor, scorer=LLMRater(rater_lm), seed=seed)
-    results = aggregators.run(cset, ["bon", "fusion"])
-    bon, fusion = results["bon"], results["fusion"]
-    selection, fused = bon["selection"], fusion["fusion"]
+    results = aggregators.run(cset, [BON, FUSION])
+    bon, fusion = results[BON], results[FUSION]
+    selection, fused = bon["selection"], fusion[FUSION]
     answer = str(fused["outputs"].get("response") or "")
     texts = {f"candidate {c.index}": str(c.outputs.get("response") or "") for c in cset.ok}
     shares = contributions(answer, texts) if answer else {}
@@ -75,7 +75,7 @@ def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 384, seed:
             "scores": {int(k): v for k, v in selection["scores"].items()},
             "fallback": selection["fallback"],
         },
-        "fusion": {
+        FUSION: {
             "answer": answer,
             "comparison": fused["comparison"],
             "order": fused["order"],
@@ -89,7 +89,7 @@ def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 384, seed:
         "usage": {
             "sampling": cset.usage.to_dict(),
             "best_of_n": bon["usage"]["aggregation"],
-            "fusion": fusion["usage"]["aggregation"],
+            FUSION: fusion["usage"]["aggregation"],
             "seconds_total": round(time.perf_counter() - started, 2),
         },
     }
@@ -124,6 +124,8 @@ def _print_report(report: dict[str, Any]) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
+    from fusion_dspy.aggregate import FUSION
+
     console = Console()
     console.print(Panel(report["prompt"], title="prompt"))
     scores = report["best_of_n"]["scores"]
@@ -134,7 +136,7 @@ def _print_report(report: dict[str, Any]) -> None:
     bon = report["best_of_n"]
     note = f" (fallback: {bon['fallback']})" if bon["fallback"] else ""
     console.print(Panel(str(bon["answer"]), title=f"Best-of-N pick: candidate {bon['index']}{note}"))
-    fusion = report["fusion"]
+    fusion = report[FUSION]
     if fusion["comparison"]:
         console.print(Panel(fusion["comparison"], title=f"fusor's comparison (shown order {fusion['order']})"))
     notes = [f"fallback: {fusion['fallback']}"] if fusion["fallback"] else []
@@ -153,7 +155,7 @@ def _print_report(report: dict[str, Any]) -> None:
     table = Table(title="usage per stage")
     for col in ("stage", "prompt tokens", "completion tokens", "calls", "seconds"):
         table.add_column(col)
-    for stage in ("sampling", "best_of_n", "fusion"):
+    for stage in ("sampling", "best_of_n", FUSION):
         u = report["usage"][stage]
         table.add_row(stage, str(u["prompt_tokens"]), str(u["completion_tokens"]), str(u["calls"]), f"{u['seconds']:.1f}")
     console.print(table)
