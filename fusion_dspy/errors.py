@@ -6,6 +6,9 @@ Each subclass carries the context a user needs to fix the problem (a path, a lin
 
 from __future__ import annotations
 
+import logging
+import threading
+
 
 class FusionError(Exception):
     """Base class of every error fusion-dspy raises on purpose."""
@@ -95,9 +98,68 @@ _ENDPOINT_FAILURE_NAMES = frozenset(
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    """``Type: first line of the message`` (what a record or a log keeps of an exception)."""
-    text = str(exc).strip()
+    """``Type: first line of the message`` (what a record or a log keeps of an exception), secrets redacted."""
+    text = redact(str(exc)).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:limit]
+
+
+# Secret values (API keys) this process holds. Every text fusion-dspy shows or writes about a failure
+# passes through redact(), so a server that echoes the key in its error cannot put it in a record or a log.
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+_MIN_SECRET_CHARS = 6  # shorter "keys" ('x', 'local', 'EMPTY') are placeholders, and redacting them would mangle text
+REDACTED = "[redacted]"
+
+
+def register_secret(value: str) -> None:
+    """Remember ``value`` as secret: :func:`redact` hides it, and so does every log record from now on."""
+    if not isinstance(value, str) or len(value) < _MIN_SECRET_CHARS:
+        return
+    with _SECRETS_LOCK:
+        _SECRETS.add(value)
+    install_log_redaction()
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by ``[redacted]``."""
+    if not _SECRETS or not text:
+        return text
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+_factory_installed = False
+
+
+def install_log_redaction() -> None:
+    """Redact registered secrets in every log record (message, arguments and traceback). Idempotent.
+
+    Done in the record factory rather than in a handler filter, so it holds for every handler,
+    including ones added later (a log file, pytest's capture).
+    """
+    global _factory_installed
+    with _SECRETS_LOCK:
+        if _factory_installed:
+            return
+        _factory_installed = True
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):  # type: ignore[no-untyped-def]
+        record = previous(*args, **kwargs)
+        if _SECRETS:
+            message = record.getMessage()
+            clean = redact(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+            if record.exc_info and record.exc_info[1] is not None:
+                import traceback
+
+                record.exc_text = redact("".join(traceback.format_exception(*record.exc_info))).rstrip("\n")
+        return record
+
+    logging.setLogRecordFactory(factory)
 
 
 def is_endpoint_failure(exc: BaseException | None) -> bool:

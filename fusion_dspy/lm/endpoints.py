@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_dspy.errors import ConfigurationError, EndpointError
+from fusion_dspy.lm.secrets import Secret, reveal
 
 logger = logging.getLogger(__name__)
 
@@ -45,28 +46,38 @@ class Endpoint:
         name: the name users refer to (``model_name`` in a LiteLLM ``model_list``).
         model: the LiteLLM model string, e.g. ``hosted_vllm/Qwen2.5-7B-Instruct`` or ``openai/embedded``.
         api_base: base URL of an OpenAI-compatible server, e.g. ``http://127.0.0.1:8000/v1``.
-        api_key: key for that server (local servers accept anything).
+        api_key: key for that server (local servers accept anything): a :class:`~fusion_dspy.lm.secrets.Secret`;
+            a string given here (a key, or ``os.environ/NAME``, looked up now) becomes one. Its ``repr``
+            shows the reference or ``***``, never the key.
         defaults: request defaults (temperature, max_tokens, ...) that become ``dspy.LM`` kwargs.
         timeout: seconds before one request is abandoned.
         num_retries: LiteLLM retries (with exponential backoff) for transient failures.
         context_window: the model's context size in tokens, when known (used to fit the fusor's prompt).
         replicas: further ``(model, api_base)`` pairs serving the same model; requests are spread
             over all of them by a LiteLLM Router.
+        replica_keys: each replica's own key (aligned with ``replicas``; empty, or None for a replica:
+            the endpoint's ``api_key``).
     """
 
     name: str
     model: str
     api_base: str | None = None
-    api_key: str | None = None
+    api_key: Secret | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     timeout: float = 600.0
     num_retries: int = 3
     context_window: int | None = None
     replicas: tuple[tuple[str, str | None], ...] = ()
+    replica_keys: tuple[Secret | None, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ConfigurationError(f"endpoint name must be a non-empty string, got {self.name!r}")
+        object.__setattr__(self, "api_key", Secret.from_config(self.api_key, where=f"endpoint {self.name!r}: api_key"))
+        if self.replica_keys and len(self.replica_keys) != len(self.replicas):
+            raise ConfigurationError(f"endpoint {self.name!r}: replica_keys must give one key (or None) per replica")
+        keys = tuple(Secret.from_config(k, where=f"endpoint {self.name!r}: replica api_key") for k in self.replica_keys)
+        object.__setattr__(self, "replica_keys", keys)
         if not self.model or "/" not in self.model:
             raise ConfigurationError(
                 f"endpoint {self.name!r}: model must be a LiteLLM model string such as "
@@ -77,8 +88,19 @@ class Endpoint:
                 f"endpoint {self.name!r}: model {self.model!r} needs an api_base "
                 "(the server's URL, e.g. http://127.0.0.1:8000/v1)"
             )
-        if self.api_base and not str(self.api_base).startswith(("http://", "https://")):
-            raise ConfigurationError(f"endpoint {self.name!r}: api_base must be an http(s) URL, got {self.api_base!r}")
+        for base in (self.api_base, *(b for _, b in self.replicas)):
+            if base and not str(base).startswith(("http://", "https://")):
+                raise ConfigurationError(f"endpoint {self.name!r}: api_base must be an http(s) URL, got {base!r}")
+
+    def key(self, default: str | None = None) -> str | None:
+        """The API key itself (only for building a request), or ``default``."""
+        return reveal(self.api_key, default)
+
+    def deployments(self) -> list[tuple[str, str | None, Secret | None]]:
+        """``(model, api_base, key)`` of the server and of every replica, each with its own key."""
+        keys = self.replica_keys or (None,) * len(self.replicas)
+        return [(self.model, self.api_base, self.api_key),
+                *((m, b, k if k is not None else self.api_key) for (m, b), k in zip(self.replicas, keys, strict=True))]
 
     def with_defaults(self, **defaults: Any) -> Endpoint:
         """A copy whose request defaults are updated with ``defaults``."""
@@ -108,6 +130,8 @@ class Pool:
         rater: name of the endpoint that rates for Best-of-N (None: the fusor).
         reward_model: name of a reward-model endpoint served by vLLM (optional).
         temperature: sampling temperature of the teachers.
+        judge: name of the endpoint that judges for evaluation (pairwise win rates, reasoning
+            grades; None: the rater). ``eval --judge`` overrides it.
     """
 
     endpoints: Mapping[str, Endpoint]
@@ -117,6 +141,7 @@ class Pool:
     rater: str | None = None
     reward_model: str | None = None
     temperature: float = 0.3
+    judge: str | None = None
 
     def __post_init__(self) -> None:
         if not self.teachers:
@@ -128,6 +153,7 @@ class Pool:
             ("fusor", self.fusor),
             ("rater", self.rater),
             ("reward_model", self.reward_model),
+            ("judge", self.judge),
         ]:
             if name is not None and name not in self.endpoints:
                 raise ConfigurationError(
@@ -143,6 +169,27 @@ class Pool:
     @property
     def rater_name(self) -> str:
         return self.rater or self.fusor_name
+
+    @property
+    def judge_name(self) -> str:
+        return self.judge or self.rater_name
+
+    def endpoint_for(self, spec: str | None, *, api_base: str | None = None, api_key: str | None = None) -> Endpoint:
+        """The endpoint ``spec`` names: a member of this pool, else a LiteLLM model string (with
+        ``api_base``/``api_key`` for a self-hosted server); None: the pool's judge.
+
+        How ``--judge`` picks the judge: ``--judge judge`` (a pool member) or ``--judge openai/gpt-4o``.
+        """
+        if spec is None:
+            return self.endpoints[self.judge_name]
+        if spec in self.endpoints:
+            if api_base is not None:
+                raise ConfigurationError(f"{spec!r} is a member of the pool, which gives its api_base; drop the api_base")
+            return self.endpoints[spec]
+        if "/" not in spec:
+            raise ConfigurationError(f"{spec!r} is neither a model of the pool ({', '.join(sorted(self.endpoints))}) "
+                                     "nor a LiteLLM model string such as openai/gpt-4o or hosted_vllm/NAME")
+        return Endpoint(name=spec.split("/", 1)[1], model=spec, api_base=api_base, api_key=api_key)
 
     def teacher_lms(self, **overrides: Any) -> dict[str, Any]:
         """``{name: dspy.LM}`` for every teacher, at the pool's temperature unless overridden."""
@@ -188,25 +235,31 @@ def _endpoint_from_entries(name: str, entries: list[Mapping[str, Any]], source: 
         name=name,
         model=str(first["model"]),
         api_base=first.get("api_base"),
-        api_key=_resolve_secret(first.get("api_key")),
+        api_key=Secret.from_config(first.get("api_key"), where=f"{source}: {name!r} litellm_params.api_key"),
         defaults=defaults,
         timeout=_number(first.get("timeout", 600.0), float, f"{source}: {name!r} litellm_params.timeout", minimum=0.001),
         num_retries=_number(first.get("num_retries", 3), int, f"{source}: {name!r} litellm_params.num_retries", minimum=0),
         context_window=_optional_window(info, f"{source}: {name!r} model_info"),
         replicas=tuple((str(e["model"]), e.get("api_base")) for e in entries[1:]),
+        replica_keys=tuple(Secret.from_config(e.get("api_key"), where=f"{source}: {name!r} litellm_params.api_key")
+                           for e in entries[1:]),
     )
 
 
 def model_list_of(endpoints: Any) -> list[dict[str, Any]]:
-    """The LiteLLM ``model_list`` for endpoints (replicas become entries with the same name)."""
+    """The LiteLLM ``model_list`` for endpoints (replicas become entries with the same name).
+
+    A key from the environment is written as its ``os.environ/NAME`` reference; a literal key is not
+    written at all (files fusion-dspy writes never hold a key).
+    """
     out = []
     for ep in endpoints:
-        for model, api_base in ((ep.model, ep.api_base), *ep.replicas):
+        for model, api_base, key in ep.deployments():
             params: dict[str, Any] = {"model": model}
             if api_base:
                 params["api_base"] = api_base
-            if ep.api_key:
-                params["api_key"] = ep.api_key
+            if key is not None and key.reference:
+                params["api_key"] = key.reference
             params.update(ep.defaults)
             entry: dict[str, Any] = {"model_name": ep.name, "litellm_params": params}
             if ep.context_window:
@@ -235,11 +288,11 @@ def load_pool(path: str | os.PathLike[str]) -> Pool:
     roles = doc.get("fusion_dspy") or {}
     if not isinstance(roles, Mapping):
         raise ConfigurationError(f"{p}: 'fusion_dspy' must be a mapping of roles")
-    known = {"teachers", "samples_per_teacher", "fusor", "rater", "reward_model", "temperature"}
+    known = {"teachers", "samples_per_teacher", "fusor", "rater", "reward_model", "temperature", "judge"}
     unknown = set(roles) - known
     if unknown:
         raise ConfigurationError(f"{p}: unknown keys under fusion_dspy: {sorted(unknown)}; known: {sorted(known)}")
-    teachers = roles.get("teachers") or [n for n, ep in endpoints.items() if n != roles.get("reward_model")]
+    teachers = roles.get("teachers") or [n for n in endpoints if n not in (roles.get("reward_model"), roles.get("judge"))]
     if isinstance(teachers, str):
         teachers = [teachers]
     try:
@@ -250,6 +303,7 @@ def load_pool(path: str | os.PathLike[str]) -> Pool:
             fusor=roles.get("fusor"),
             rater=roles.get("rater"),
             reward_model=roles.get("reward_model"),
+            judge=roles.get("judge"),
             temperature=_number(roles.get("temperature", 0.3), float, f"{p}: fusion_dspy.temperature", minimum=0.0),
         )
     except ConfigurationError as exc:
@@ -277,16 +331,17 @@ def check_endpoint(endpoint: Endpoint, timeout: float = DEFAULT_CHECK_TIMEOUT) -
 
 
 def _check_urls(endpoint: Endpoint, timeout: float) -> None:
-    for api_base in (endpoint.api_base, *(base for _, base in endpoint.replicas)):
+    for _, api_base, key in endpoint.deployments():
         if api_base:
-            _check_url(endpoint, api_base, timeout)
+            _check_url(endpoint, api_base, timeout, key=reveal(key, "local"))
 
 
 def check_pool(pool: Pool, timeout: float = DEFAULT_CHECK_TIMEOUT) -> None:
     """:func:`check_endpoint` for every endpoint the pool's roles use, concurrently; all failures in one error."""
     from concurrent.futures import ThreadPoolExecutor
 
-    names = list(dict.fromkeys([*pool.teachers, pool.fusor_name, pool.rater_name, *([pool.reward_model] if pool.reward_model else [])]))
+    names = list(dict.fromkeys([*pool.teachers, pool.fusor_name, pool.rater_name, pool.judge_name,
+                                *([pool.reward_model] if pool.reward_model else [])]))
     if timeout <= 0:
         raise ConfigurationError(f"the endpoint check timeout must be > 0 seconds, got {timeout}")
     for name in names:
@@ -328,14 +383,14 @@ def _check_provider(endpoint: Endpoint) -> None:
             ) from exc
 
 
-def _check_url(endpoint: Endpoint, api_base: str, timeout: float) -> None:
+def _check_url(endpoint: Endpoint, api_base: str, timeout: float, *, key: str | None = "local") -> None:
     import urllib.error
     import urllib.request
 
     base = api_base.rstrip("/")
     root = base[: -len("/v1")] if base.endswith("/v1") else base
     where = f"endpoint {endpoint.name!r} ({endpoint.model}) at {api_base}"
-    headers = {"Authorization": f"Bearer {endpoint.api_key or 'local'}"}
+    headers = {"Authorization": f"Bearer {key}"}
     last = ""
     answered = False
     for url in (base + "/models", root + "/health"):
@@ -383,9 +438,3 @@ def _optional_window(info: Any, where: str) -> int | None:
     value = info.get("max_input_tokens") or info.get("context_window")
     return None if value is None else _number(value, int, f"{where}.max_input_tokens", minimum=1)
 
-
-def _resolve_secret(value: Any) -> str | None:
-    """LiteLLM's ``os.environ/NAME`` convention for keys."""
-    if isinstance(value, str) and value.startswith("os.environ/"):
-        return os.environ.get(value.split("/", 1)[1])
-    return value

@@ -31,7 +31,7 @@ def lm_for(endpoint: Endpoint, **overrides: Any) -> Any:
         lm = dspy.LM(
             endpoint.model,
             api_base=endpoint.api_base,
-            api_key=endpoint.api_key or "local",
+            api_key=endpoint.key("local"),
             engine="litellm",
             cache=cache,
             num_retries=endpoint.num_retries,

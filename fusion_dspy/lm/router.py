@@ -65,8 +65,8 @@ def build_router(
             f"got {allowed_fails} and {cooldown_time}"
         )
     deployments = []
-    for model, api_base in ((endpoint.model, endpoint.api_base), *endpoint.replicas):
-        params: dict[str, Any] = {"model": model, "api_key": endpoint.api_key or "local", "timeout": endpoint.timeout}
+    for model, api_base, key in endpoint.deployments():
+        params: dict[str, Any] = {"model": model, "api_key": key.reveal() if key is not None else "local", "timeout": endpoint.timeout}
         if api_base:
             params["api_base"] = api_base
         deployments.append({"model_name": endpoint.name, "litellm_params": params})

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from fusion_dspy.errors import ConfigurationError, EndpointError, is_endpoint_failure
 from fusion_dspy.llm_text import render_fields
 from fusion_dspy.lm.fanout import fan_out
+from fusion_dspy.lm.secrets import Secret, reveal
 from fusion_dspy.types import CandidateSet, Usage
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class RewardModelScorer:
         *,
         route: Literal["pooling", "classify"] = "pooling",
         label_index: int = -1,
-        api_key: str | None = None,
+        api_key: str | Secret | None = None,
         timeout: float = 60.0,
         max_workers: int = 4,
     ):
@@ -71,7 +72,7 @@ class RewardModelScorer:
         self.model = model.split("/", 1)[1] if model.startswith(("hosted_vllm/", "openai/")) else model
         self.route = route
         self.label_index = label_index
-        self.api_key = api_key
+        self.api_key = Secret.from_config(api_key, where="reward model api_key")
         self.timeout = timeout
         self.max_workers = max_workers
 
@@ -89,7 +90,7 @@ class RewardModelScorer:
             body: dict[str, Any] = {"model": self.model, "messages": messages}
         else:
             body = {"model": self.model, "input": [f"{prompt}\n\n{response}"]}
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        headers = {"Authorization": f"Bearer {reveal(self.api_key)}"} if self.api_key is not None else {}
         resp = httpx.post(self.url, json=body, headers=headers, timeout=self.timeout)
         resp.raise_for_status()
         item = resp.json()["data"][0]

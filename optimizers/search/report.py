@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from fusion_dspy.lm import model_list_of
 
 from .models import Models
 from .space import Objective, TrialConfig, aggregator_parameter
+
+logger = logging.getLogger(__name__)
 
 
 def plot_trials(study: Any, objective: Objective, chosen: Any | None, path: Path) -> Path | None:
@@ -73,7 +76,8 @@ def write_pool(path: str | Path, config: TrialConfig, models: Models, trial: Any
     """Write ``config`` as a pool YAML (LiteLLM model_list + ``fusion_dspy:`` roles) for ``--pool``.
 
     The method and the search's figures go under a top-level ``optimized:`` section, which
-    :func:`fusion_dspy.load_pool` ignores.
+    :func:`fusion_dspy.load_pool` ignores. Keys are written as their ``os.environ/NAME`` reference; a
+    key the pool gave literally is left out (with a warning), never copied into the file.
     """
     import yaml
 
@@ -89,7 +93,12 @@ def write_pool(path: str | Path, config: TrialConfig, models: Models, trial: Any
     if trial is not None:
         attrs = trial.user_attrs
         optimized.update({"trial": trial.number, "metric": attrs.get("metric"), "tokens_per_example": attrs.get("tokens_per_example")})
-    doc = {"model_list": model_list_of([models.endpoints[n] for n in used]), "fusion_dspy": roles, "optimized": optimized}
+    endpoints = [models.endpoints[n] for n in used]
+    literal = [ep.name for ep in endpoints if any(k is not None and not k.reference for _, _, k in ep.deployments())]
+    if literal:
+        logger.warning("%s: the api_key of %s is not written (it was given literally); add it as "
+                       "api_key: os.environ/NAME", path, ", ".join(literal))
+    doc = {"model_list": model_list_of(endpoints), "fusion_dspy": roles, "optimized": optimized}
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")

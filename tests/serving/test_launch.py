@@ -67,7 +67,8 @@ def _chat(api_base: str, model: str, text: str = "hello") -> str:
     return resp.choices[0].message.content
 
 
-def test_launch_starts_every_server_writes_endpoints_and_stops_all(fake_vllm, tmp_path):
+def test_launch_starts_every_server_writes_endpoints_and_stops_all(fake_vllm, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOME_KEY", "sk-some-key-value")  # a missing variable is a ConfigurationError (test_secrets)
     ports = [free_port(), free_port()]
     cfg = _config(
         tmp_path,
@@ -101,7 +102,7 @@ def test_launch_starts_every_server_writes_endpoints_and_stops_all(fake_vllm, tm
         qwen = pool.endpoints["qwen"]
         assert qwen.model == "hosted_vllm/qwen" and qwen.context_window == 2048
         assert {qwen.api_base, *(b for _, b in qwen.replicas)} == {f"http://127.0.0.1:{p}/v1" for p in ports}
-        assert "os.environ/SOME_KEY" in out.read_text()  # secrets stay references
+        assert "os.environ/SOME_KEY" in out.read_text() and "sk-some-key-value" not in out.read_text()  # secrets stay references
         # a chat request through the endpoints file reaches the right server
         for ep_model, api_base in [(qwen.model, qwen.api_base), *qwen.replicas]:
             port = api_base.split(":")[-1].split("/")[0]
