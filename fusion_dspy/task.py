@@ -9,7 +9,8 @@ finds tasks: ``mgsm`` means ``fusion_dspy.programs:TASKS["mgsm"]``;
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,16 @@ class Task:
             the method whose answer in the same run stands in for a missing reference: it is
             attached to the example as ``baseline`` before the methods are scored. Arena-Hard
             without reference answers uses the greedy baseline: every method's win rate against greedy.
+        oracle_metric: the metric the ``oracle`` selects by (None: ``metric``), e.g. WMT's oracle by
+            XCOMET while the reported metric is chrF++, or both by one metric as in the paper.
+        extra_metrics: further per-example scores ``name -> metric(example, prediction) -> float | None``,
+            recorded beside the metric (``metrics`` in a method result) and averaged in summaries,
+            e.g. GeoFactX's reasoning judge beside answer accuracy.
+        uses_judge: whether a metric calls an LLM judge (the run's judge, ``eval --judge``; recorded
+            in the run's configuration).
+        metric_label: what the metric measures, for tables and plots (``win rate vs gpt-4o``).
+        make: the task's factory (``make_task``): :meth:`configure` calls it with options.
+        options: the options the task was made with (JSON values; recorded in every eval configuration).
     """
 
     name: str
@@ -51,6 +62,36 @@ class Task:
     baseline_method: str | None = None
     description: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
+    oracle_metric: Callable[..., float] | None = None
+    extra_metrics: Mapping[str, Callable[..., float | None]] = field(default_factory=dict)
+    uses_judge: bool = False
+    metric_label: str = ""
+    make: Callable[..., Task] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def option_names(self) -> tuple[str, ...]:
+        """The options :meth:`configure` accepts (the keyword parameters of the task's factory)."""
+        if self.make is None:
+            return ()
+        params = inspect.signature(self.make).parameters.values()
+        return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+    def configure(self, **options: Any) -> Task:
+        """This task made again with ``options`` (those that are None are left out) on top of its own.
+
+        Raises:
+            ConfigurationError: an option the task does not take (its options are listed).
+        """
+        given = {k: v for k, v in options.items() if v is not None}
+        if not given:
+            return self
+        accepted = self.option_names()
+        unknown = sorted(k for k in given if k not in accepted)
+        if unknown:
+            takes = f"its options: {', '.join(accepted)}" if accepted else "it takes none"
+            raise ConfigurationError(f"task {self.name!r} has no option {', '.join(map(repr, unknown))} ({takes})")
+        make: Callable[..., Task] = self.make  # type: ignore[assignment] - accepted is empty without a factory
+        return make(**{**{k: v for k, v in self.options.items() if k in accepted}, **given})
 
 
 def load_task(spec: str) -> Task:

@@ -7,18 +7,19 @@ Data (JSONL), either format:
 The language comes from ``category`` (``m-arena-hard-XX``), else from the file or folder name
 (``th.jsonl``, ``m-arena-hard-th/question.jsonl``, ``de/question.jsonl``), else it is ``en``.
 
-Scoring: the judge compares two responses in BOTH orders (A/B, then B/A) to cancel position bias;
-a win counts 1, a tie 0.5, a loss 0, and the two orders are averaged. A verdict that cannot be parsed
-counts as a tie for that order (a neutral 0.5) and is logged, so one bad judge output never stops a run.
-With reference answers (``references=`` a JSONL of ``{uid|question_id, answer}``), the metric is the
-win rate of the prediction against the reference. Without them (the data as shipped), ``eval``
-scores every method by its win rate against the greedy answer of the same run (greedy itself scores
-0.5), as the paper reports win rates against a baseline; :func:`head_to_head` compares any two.
-The judge is ``dspy.settings.lm``, else the pool's rater.
+Scoring (the paper's): a :class:`~fusion_dspy.judge.PairwiseJudge` compares the prediction with a
+reference answer in BOTH orders, ties counting half. Reference answers come in Arena-Hard's
+``model_answer`` layout (``references=`` a file or folder, :func:`load_references`): one JSONL file
+per model, rows ``{uid|question_id, model, messages: [..., {"role": "assistant", "content":
+{"answer": ...}}]}`` (v2.0) or ``choices[0].turns[0].content`` (v0.1) or a plain ``answer``, matched
+by question id and, for multilingual data, by language (from the folders: ``m-arena-hard-de/
+model_answer/gemini.jsonl``). Without references (the data as shipped), ``eval`` scores every method
+by its win rate against the greedy answer of the same run (greedy itself scores 0.5);
+:func:`~fusion_dspy.judge.head_to_head` compares any two methods. The judge is ``judge_lm``, else
+``dspy.settings.lm`` (``eval``: ``--judge``, else the pool's judge or rater).
 
-Why one file over 400 lines: a task is one module (its program, metric and loader, as every task in
-``programs/``); this task's metric is a pairwise judge with its own signature and verdict parsing,
-and its loader reads two data formats.
+Why one file over 400 lines: a task is one module (its program, metric and loaders, as every task in
+``programs/``); this task reads two question formats and the model-answer layout of references.
 """
 
 from __future__ import annotations
@@ -27,17 +28,17 @@ import functools
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dspy
-from dspy.utils.exceptions import AdapterParseError
 
 from fusion_dspy.aggregate import GREEDY
 from fusion_dspy.data import BadRows, read_jsonl
 from fusion_dspy.errors import ConfigurationError, DataError
-from fusion_dspy.lm import SchemaAdapter, field_char_limits
+from fusion_dspy.judge import PairwiseJudge
 from fusion_dspy.task import Task
 
 from ._io import Collector, data_files
@@ -47,17 +48,13 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "TASK",
-    "ArenaJudge",
-    "JudgeVerdict",
+    "References",
     "Respond",
-    "head_to_head",
     "language_from_path",
     "load",
     "load_references",
     "make_metric",
     "make_task",
-    "pairwise_scores",
-    "parse_verdict",
 ]
 
 
@@ -71,146 +68,6 @@ class Respond(dspy.Signature):
 
 def program() -> dspy.Module:
     return dspy.Predict(Respond)
-
-
-# --------------------------------------------------------------------------------------------------
-# the judge
-
-
-class JudgeVerdict(dspy.Signature):
-    """You are an impartial judge. Compare the two assistant responses to the user's prompt. Judge
-    helpfulness, correctness, relevance, completeness, clarity and whether the response is written in
-    the language of the prompt. Do not let the order of the responses, their length or the assistants'
-    names sway you. Write a short comparison, then your verdict, exactly one of:
-    [[A>>B]] (A is much better), [[A>B]] (A is better), [[A=B]] (tie), [[B>A]] (B is better),
-    [[B>>A]] (B is much better)."""
-
-    prompt: str = dspy.InputField(desc="the user's prompt")
-    response_a: str = dspy.InputField(desc="the response of assistant A")
-    response_b: str = dspy.InputField(desc="the response of assistant B")
-    comparison: str = dspy.OutputField(desc="a short comparison of the two responses")
-    verdict: str = dspy.OutputField(desc="one of [[A>>B]], [[A>B]], [[A=B]], [[B>A]], [[B>>A]]")
-
-
-# verdict label -> score of response A
-_SCORES = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "B>>A": 0.0}
-_ALIASES = {
-    "A": "A>B", "B": "B>A", "TIE": "A=B", "C": "A=B", "DRAW": "A=B", "EQUAL": "A=B", "A==B": "A=B",
-    "A≈B": "A=B", "B=A": "A=B", "A<B": "B>A", "A<<B": "B>>A", "B<A": "A>B", "B<<A": "A>>B",
-    "A≫B": "A>>B", "B≫A": "B>>A", "A≪B": "B>>A", "B≪A": "A>>B", "A>=B": "A>B", "B>=A": "B>A",
-}
-
-
-def parse_verdict(text: Any) -> str | None:
-    """The verdict label (``A>>B`` ... ``B>>A``) in a judge's output, or None if there is none.
-
-    Lenient: takes the last ``[[...]]`` (``[[A>B]]``, ``[[A]]``, ``[[tie]]``), else a bare label
-    (``A>B``, ``B>>A``, ``A=B``) or a lone ``A``/``B``/``tie``.
-    """
-    if text is None:
-        return None
-    s = str(text).replace("＞", ">").replace("＝", "=").replace("＜", "<")
-    for raw in reversed(re.findall(r"\[\[\s*([^\[\]]{1,20}?)\s*\]\]", s)):
-        label = _label(raw)
-        if label:
-            return label
-    bare = re.findall(r"(?<![A-Za-z])([AB]\s*(?:>>|<<|>=|>|<|==|=|≈|≫|≪)\s*[AB])(?![A-Za-z])", s)
-    if bare:
-        return _label(bare[-1])
-    label = _label(s.strip().strip("*.:!\"' "))
-    return label or _label_from_words(s)
-
-
-_WORDS = re.compile(r"\b(?:assistant\s+|response\s+)?([AB])\s+is\s+(much\s+|far\s+|significantly\s+|clearly\s+)?better\b", re.I)
-_TIE_WORDS = re.compile(r"\b(tie|equally\s+good|equal(?:ly)?\s+(?:good|bad)|both\s+are\s+(?:equally|the\s+same))\b", re.I)
-
-
-def _label_from_words(s: str) -> str | None:
-    """``A is better``, ``B is much better``, ``tie``: how small judges write a verdict in prose."""
-    found = _WORDS.findall(s)
-    if found:
-        side, much = found[-1]
-        side = side.upper()
-        return (f"{side}>>{'B' if side == 'A' else 'A'}" if much else f"{side}>{'B' if side == 'A' else 'A'}")
-    return "A=B" if _TIE_WORDS.search(s) else None
-
-
-def _label(raw: str) -> str | None:
-    key = re.sub(r"\s+", "", raw).upper()
-    if key in _SCORES:
-        return key
-    return _ALIASES.get(key)
-
-
-class ArenaJudge(dspy.Module):
-    """A pairwise judge around :class:`JudgeVerdict`.
-
-    Args:
-        lm: the judge model; ``dspy.settings.lm`` when None.
-    """
-
-    def __init__(self, lm: Any = None):
-        super().__init__()
-        self.lm = lm
-        self.judge = dspy.Predict(JudgeVerdict)
-
-    def forward(self, prompt: str, response_a: str, response_b: str) -> dspy.Prediction:
-        """One judgement in the order given; ``label`` is None when the verdict cannot be parsed.
-
-        The judge answers in JSON constrained by a schema with bounded field lengths (small local
-        judges ramble past ``max_tokens`` otherwise), parsed leniently.
-        """
-        lm = self.lm or dspy.settings.lm
-        max_tokens = (getattr(lm, "kwargs", {}) or {}).get("max_tokens")
-        limits = field_char_limits(JudgeVerdict, max_tokens, short_fields={"comparison": 0.75, "verdict": 0.05})
-        adapter = SchemaAdapter(limits, optional=("comparison",), enums={"verdict": [f"[[{label}]]" for label in _SCORES]})
-        with dspy.context(lm=lm, adapter=adapter):
-            out = self.judge(prompt=prompt, response_a=response_a, response_b=response_b)
-        label = parse_verdict(out.verdict)
-        if label is None:
-            label = parse_verdict(out.comparison) if "[[" in str(out.comparison) else None
-        return dspy.Prediction(comparison=out.comparison, verdict=out.verdict, label=label)
-
-    def judge_pair(self, prompt: str, a: str, b: str) -> float:
-        """Score of ``a`` against ``b`` in 0..1, judged in both orders and averaged (ties 0.5).
-
-        An order whose verdict cannot be parsed (or whose call fails to parse at all) counts 0.5.
-        """
-        first = self._score(prompt, a, b)
-        second = self._score(prompt, b, a)
-        return (first + (1.0 - second)) / 2.0
-
-    def _score(self, prompt: str, a: str, b: str) -> float:
-        try:
-            label = self(prompt=prompt, response_a=a, response_b=b).label
-        except (ValueError, AdapterParseError) as exc:  # unparseable judge output
-            first_line = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            logger.warning("judge output could not be parsed (%s); counting a tie", first_line)
-            return 0.5
-        if label is None:
-            logger.warning("judge gave no verdict; counting a tie")
-            return 0.5
-        return _SCORES[label]
-
-
-def pairwise_scores(
-    prompts: Sequence[str], answers_a: Sequence[Any], answers_b: Sequence[Any], judge: ArenaJudge | None = None
-) -> list[float]:
-    """Per-prompt score of A against B (1 win, 0.5 tie, 0 loss; both orders averaged)."""
-    if not (len(prompts) == len(answers_a) == len(answers_b)):
-        raise ConfigurationError(f"lengths differ: {len(prompts)} prompts, {len(answers_a)} A answers, {len(answers_b)} B answers")
-    judge = judge or ArenaJudge()
-    return [judge.judge_pair(p, _response(a), _response(b)) for p, a, b in zip(prompts, answers_a, answers_b, strict=True)]
-
-
-def head_to_head(
-    prompts: Sequence[str], answers_a: Sequence[Any], answers_b: Sequence[Any], judge: ArenaJudge | None = None
-) -> float:
-    """Win rate of method A over method B (ties count half), judged in both orders per prompt."""
-    scores = pairwise_scores(prompts, answers_a, answers_b, judge)
-    if not scores:
-        raise ConfigurationError("head_to_head needs at least one prompt")
-    return sum(scores) / len(scores)
 
 
 def _field(example: Any, name: str) -> Any:
@@ -230,7 +87,7 @@ def make_metric(judge_lm: Any = None):
     """The metric: win rate (0..1, ties half) of the prediction against ``example.reference``, or,
     without one, against ``example.baseline`` (the answer of the run's baseline method, greedy: the
     eval harness attaches it). An answer identical to the baseline ties (0.5) without a judge call."""
-    judge = ArenaJudge(lm=judge_lm)
+    judge = PairwiseJudge(lm=judge_lm)
 
     def metric(example: Any, prediction: Any, trace: Any = None) -> float:
         reference = _field(example, "reference")
@@ -240,9 +97,9 @@ def make_metric(judge_lm: Any = None):
                 return 0.5
         if reference is None:
             raise ConfigurationError(
-                f"arena example {example.id!r} has no reference answer: load with references=<answers.jsonl> "
-                "(make_task(references=...)), evaluate with greedy among the methods (win rate against greedy), "
-                "or compare two methods with fusion_dspy.programs.arena.head_to_head"
+                f"arena example {example.id!r} has no reference answer: give references (eval --references FILE|DIR, "
+                "make_task(references=...)), evaluate with greedy among the methods (win rate against greedy), "
+                "or compare two methods with fusion_dspy.judge.head_to_head"
             )
         return judge.judge_pair(example.prompt, _response(prediction), str(reference))
 
@@ -301,11 +158,85 @@ def _uid(row: dict[str, Any], file: Path, lineno: int) -> str:
     raise DataError("missing field 'uid' (or 'question_id')", path=str(file), line=lineno)
 
 
-def load_references(path: str | os.PathLike[str], *, skip_bad_rows: bool = False, bad_rows: BadRows | None = None) -> dict[str, str]:
-    """Reference answers by question id from JSONL: ``{uid|question_id, answer}``, or arena-hard-auto
-    model answers (``messages[-1].content`` (str or ``{"answer": ...}``) / ``choices[0].turns[0].content``)."""
-    refs: dict[str, str] = {}
-    for file in data_files(path, (".jsonl",)):
+@dataclass(frozen=True)
+class References:
+    """Reference answers of one model, by (language, question id); language None where the files do not say.
+
+    Attributes:
+        answers: ``{(language or None, question id): answer}``.
+        model: the model whose answers these are (the rows' ``model``, else the file name).
+        source: the file or folder they were read from.
+    """
+
+    answers: Mapping[tuple[str | None, str], str]
+    model: str
+    source: str
+
+    def get(self, language: str | None, uid: str) -> str | None:
+        """The reference for a question: the one of its language, else one without a language."""
+        found = self.answers.get((language, uid))
+        return found if found is not None else self.answers.get((None, uid))
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+
+def _reference_files(root: Path) -> list[Path]:
+    """A file itself; in a folder, the files under ``model_answer`` folders if there are any, else every
+    ``.jsonl`` except ``question.jsonl`` (questions stored beside the answers)."""
+    if root.is_file():
+        return [root]
+    files = data_files(root, (".jsonl",))
+    in_layout = [f for f in files if "model_answer" in f.relative_to(root).parts[:-1] or root.name == "model_answer"]
+    files = in_layout or [f for f in files if f.name != "question.jsonl"]
+    if not files:
+        raise DataError("no reference answer files (.jsonl other than question.jsonl) in this folder", path=str(root))
+    return files
+
+
+def _reference_language(file: Path, root: Path) -> str | None:
+    """The language of a reference file: from its name when given alone, else from the folders between
+    the root and the file, or the root's own name (``m-arena-hard-de/model_answer/x.jsonl`` -> de)."""
+    if root.is_file():
+        return language_from_path(file)
+    folder = file.parent
+    while True:
+        if folder.name != "model_answer":
+            lang = language_from_path(Path(folder.name))
+            if lang:
+                return lang
+        if folder == root or folder == folder.parent:
+            return None
+        folder = folder.parent
+
+
+def load_references(
+    path: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    skip_bad_rows: bool = False,
+    bad_rows: BadRows | None = None,
+) -> References:
+    """Reference answers from a JSONL file or a folder in Arena-Hard's ``model_answer`` layout.
+
+    Rows: ``{uid|question_id, answer}``, or arena-hard-auto model answers (``messages[-1].content``,
+    a string or ``{"answer": ...}``; v0.1 ``choices[0].turns[0].content``), optionally with ``model``
+    (else the file name is the model) and ``language``. A folder may hold one language per subfolder.
+
+    Args:
+        model: the reference model to use when the files hold answers of several (e.g. ``gemini-2.5-pro``).
+
+    Raises:
+        ConfigurationError: several models and none chosen, or the chosen model is absent (the models found are listed).
+        DataError: a malformed row (file and line), unless ``skip_bad_rows``.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise DataError("reference answers: file or folder does not exist", path=str(root))
+    bad_rows = bad_rows if bad_rows is not None else BadRows()
+    by_model: dict[str, dict[tuple[str | None, str], str]] = {}
+    for file in _reference_files(root):
+        file_lang = _reference_language(file, root)
         for lineno, row in read_jsonl(file, skip_bad_rows=skip_bad_rows, bad_rows=bad_rows):
             try:
                 uid = _uid(row, file, lineno)
@@ -315,10 +246,27 @@ def load_references(path: str | os.PathLike[str], *, skip_bad_rows: bool = False
             except DataError as err:
                 if not skip_bad_rows:
                     raise
-                (bad_rows if bad_rows is not None else BadRows()).add(err)
+                bad_rows.add(err)
                 continue
-            refs[uid] = answer
-    return refs
+            row_model = str(row.get("model") or file.stem)
+            row_lang = row.get("language") if isinstance(row.get("language"), str) else file_lang
+            answers = by_model.setdefault(row_model, {})
+            if (row_lang, uid) in answers:
+                logger.warning("%s:%d: a second %s answer for %s (%s); the first is kept", file, lineno, row_model, uid, row_lang or "-")
+                continue
+            answers[(row_lang, uid)] = answer
+    if not by_model:
+        raise DataError("no reference answers", path=str(root))
+    if model is None:
+        if len(by_model) > 1:
+            raise ConfigurationError(
+                f"{root} holds answers of {len(by_model)} models ({', '.join(sorted(by_model))}); "
+                "choose the reference model (eval --reference-model NAME, make_task(reference_model=...))"
+            )
+        model = next(iter(by_model))
+    elif model not in by_model:
+        raise ConfigurationError(f"{root} has no answers of model {model!r}; models found: {', '.join(sorted(by_model))}")
+    return References(by_model[model], model, str(root))
 
 
 def _reference_text(row: dict[str, Any]) -> str | None:
@@ -346,7 +294,8 @@ def load(
     skip_bad_rows: bool = False,
     bad_rows: BadRows | None = None,
     language: str | None = None,
-    references: str | os.PathLike[str] | dict[str, str] | None = None,
+    references: str | os.PathLike[str] | References | Mapping[str, str] | None = None,
+    reference_model: str | None = None,
 ) -> list[dspy.Example]:
     """Read Arena-Hard question files into examples with input ``prompt``.
 
@@ -355,10 +304,12 @@ def load(
         limit: at most this many examples per language.
         skip_bad_rows: count malformed rows in ``bad_rows`` and go on instead of raising DataError.
         language: override the language found in rows or the path.
-        references: reference answers (a JSONL path or a dict id -> answer) attached as ``reference``.
+        references: reference answers attached as ``reference``: a file or folder (:func:`load_references`),
+            :class:`References`, or a dict question id -> answer.
+        reference_model: which model's answers, when the references hold several.
     """
     files = data_files(path, (".jsonl",), prefer_names=("question.jsonl",))
-    refs = load_references(references) if isinstance(references, (str, os.PathLike)) else references
+    refs = _as_references(references, reference_model)
     out = Collector(limit=limit, skip_bad_rows=skip_bad_rows, bad_rows=bad_rows)
     missing_refs = 0
     for file in files:
@@ -385,22 +336,41 @@ def load(
                     "subcategory": row.get("subcategory") or row.get("cluster"),
                 }
                 if refs is not None:
-                    if uid in refs:
-                        fields["reference"] = refs[uid]
+                    reference = refs.get(lang, uid)
+                    if reference is not None:
+                        fields["reference"] = reference
                     else:
                         missing_refs += 1
                 out.add(dspy.Example(**fields).with_inputs("prompt"), path=file, line=lineno)
         except DataError as err:  # a whole-file problem (empty, not UTF-8)
             out.bad(err)
     if missing_refs:
-        logger.warning("%d arena prompts have no reference answer; the metric cannot score them", missing_refs)
+        logger.warning("%d arena prompts have no %s reference answer; the metric cannot score them", missing_refs,
+                       refs.model if refs is not None else "")
     return out.finish(files)
 
 
-def make_task(judge_lm: Any = None, references: str | os.PathLike[str] | None = None) -> Task:
-    """The arena task; ``judge_lm`` judges (default ``dspy.settings.lm``), ``references`` gives gold answers."""
-    loader = functools.partial(load, references=references) if references is not None else load
+def _as_references(references: Any, model: str | None) -> References | None:
+    if references is None or isinstance(references, References):
+        return references
+    if isinstance(references, Mapping):
+        return References({(None, str(k)): str(v) for k, v in references.items()}, model or "reference", "dict")
+    return load_references(references, model=model)
+
+
+def make_task(judge_lm: Any = None, references: str | os.PathLike[str] | None = None, reference_model: str | None = None) -> Task:
+    """The arena task.
+
+    Args:
+        judge_lm: the pairwise judge (default ``dspy.settings.lm``; ``eval`` sets its ``--judge`` there).
+        references: reference answers (a file or a ``model_answer`` folder, :func:`load_references`);
+            the metric is then the win rate against them. Read here, so a bad file fails before any model call.
+        reference_model: which model's answers, when the references hold several.
+    """
+    refs = load_references(references, model=reference_model) if references is not None else None
+    loader = functools.partial(load, references=refs) if refs is not None else load
     judge_metric = make_metric(judge_lm)
+    options = {"references": str(references), "reference_model": refs.model} if refs is not None else {}
     return Task(
         name="arena",
         load=loader,
@@ -408,10 +378,14 @@ def make_task(judge_lm: Any = None, references: str | os.PathLike[str] | None = 
         metric=judge_metric,
         answer_field="response",
         normalize=None,
-        has_gold=references is not None,
-        baseline_method=None if references is not None else GREEDY,
+        has_gold=refs is not None,
+        baseline_method=None if refs is not None else GREEDY,
         description="Arena-Hard open-ended prompts; pairwise LLM-judge win rate (both orders, ties half)",
-        extras={"judge": judge_metric.judge, "head_to_head": head_to_head, "pairwise_scores": pairwise_scores},
+        extras={"judge": judge_metric.judge, "reference_model": refs.model if refs is not None else GREEDY},
+        uses_judge=True,
+        metric_label=f"win rate vs {refs.model if refs is not None else GREEDY}",
+        make=make_task,
+        options=options,
     )
 
 

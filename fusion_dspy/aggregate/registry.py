@@ -223,7 +223,10 @@ class MajorityAggregator(Aggregator):
 
 
 class OracleAggregator(Aggregator):
-    """Best-of-N scored by the task's metric against the gold example: the ceiling of selection."""
+    """Best-of-N scored against the gold example: the ceiling of selection.
+
+    It selects by the task's ``oracle_metric`` when it has one (WMT's ``--oracle-metric``), else by its metric.
+    """
 
     name = ORACLE
     needs = frozenset({"gold"})
@@ -238,7 +241,7 @@ class OracleAggregator(Aggregator):
     def build(cls, resources: Resources) -> OracleAggregator:
         if resources.task is None or not resources.task.has_gold:
             raise cls._missing("gold")
-        return cls(resources.task.metric, seed=resources.seed)
+        return cls(resources.task.oracle_metric or resources.task.metric, seed=resources.seed)
 
     def aggregate(self, cset: CandidateSet, *, example: Any = None, prior: Mapping[str, MethodResult]) -> Selection:
         from fusion_dspy.select.scoring import CallableScorer, select_best

@@ -22,7 +22,7 @@ from fusion_dspy.cli._models import (
     POOL_OPTION,
     open_pool,
 )
-from fusion_dspy.eval import DEFAULT_CONCURRENCY, DEFAULT_MAX_TOKENS
+from fusion_dspy.eval import DEFAULT_CONCURRENCY, DEFAULT_MAX_TOKENS, DEFAULT_N
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +34,8 @@ def eval_command(
     data: Path = typer.Option(..., "--data", help="Data file or folder in the task's format."),
     limit: int | None = typer.Option(None, "--limit", help="At most K examples (per language)."),
     n: str | None = typer.Option(
-        None, "--n", help="Candidates per example, or a list such as 1,2,4,8 for a scaling curve (default 4; with several teachers, the whole pool)."
+        None, "--n", help=f"Candidates per example, or a list such as 1,2,4,8 for a scaling curve (default {DEFAULT_N}, the paper's, "
+        "sampled at temperature 0.7; with several teachers, the whole pool at the pool's temperature, 0.3 by default)."
     ),
     methods: str | None = typer.Option(
         None, "--methods", help=f"Comma-separated: {','.join(ALL_METHODS)} (default: all the task supports)."
@@ -45,6 +46,25 @@ def eval_command(
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip and count malformed data rows."),
     seed: int = typer.Option(0, "--seed", help="Seeds candidate shuffling, sampling rollouts and the bootstrap."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    references: Path | None = typer.Option(
+        None, "--references", help="arena: reference answers, a JSONL file or a folder in Arena-Hard's model_answer layout "
+        "(matched by question id and language); each method's score is then its judged win rate against them."
+    ),
+    reference_model: str | None = typer.Option(None, "--reference-model", help="arena: the reference model, when --references holds several."),
+    judge: str | None = typer.Option(
+        None, "--judge", help="The judge of judged metrics (arena win rates, --judge-reasoning): a pool member or a LiteLLM "
+        "model string such as openai/gpt-4o (default: the pool's judge, else its rater)."
+    ),
+    judge_api_base: str | None = typer.Option(None, "--judge-api-base", help="Base URL of the --judge model's server (a model string only)."),
+    judge_reasoning: bool | None = typer.Option(
+        None, "--judge-reasoning/--no-judge-reasoning", help="geofactx: also grade each answer's reasoning with the judge (1-5, reported 0..1)."
+    ),
+    oracle_metric: str | None = typer.Option(
+        None, "--oracle-metric", help="wmt: the metric the oracle selects by (chrf, bleu, comet; default: the task metric)."
+    ),
+    wmt_metric: str | None = typer.Option(None, "--metric", help="wmt: the per-example metric (chrf, bleu, comet; default chrf)."),
+    comet_model: str | None = typer.Option(None, "--comet-model", help="wmt: a local COMET/XCOMET checkpoint (.ckpt) for the comet metric."),
+    comet_device: str | None = typer.Option(None, "--comet-device", help="wmt: where COMET runs: auto (a GPU when present), cpu or gpu."),
     pool: Path | None = POOL_OPTION,
     model: str | None = MODEL_OPTION,
     api_base: str | None = API_BASE_OPTION,
@@ -60,17 +80,23 @@ def eval_command(
     # greedy is one temperature-0 call; DSPy warns that its rollout id is moot, which is expected here
     warnings.filterwarnings("ignore", message="rollout_id has no effect when temperature=0")
 
-    plan = prepare(task, data, limit=limit, n=n if n is not None else 4, methods=methods, max_tokens=max_tokens, concurrency=concurrency,
-                   skip_bad_rows=skip_bad_rows, seed=seed, n_given=n is not None)
+    from fusion_dspy.task import load_task
+
+    the_task = load_task(task).configure(
+        references=references, reference_model=reference_model, judge_reasoning=judge_reasoning,
+        oracle_metric=oracle_metric, metric=wmt_metric, comet_model=comet_model, comet_device=comet_device,
+    )
+    plan = prepare(the_task, data, limit=limit, n=n if n is not None else DEFAULT_N, methods=methods, max_tokens=max_tokens,
+                   concurrency=concurrency, skip_bad_rows=skip_bad_rows, seed=seed, n_given=n is not None)
     if pool is not None:
-        load_pool(pool)  # a bad pool file fails here, before any server starts
+        load_pool(pool).endpoint_for(judge, api_base=judge_api_base)  # a bad pool file or judge fails here, before any server starts
     out_dir = out or default_out_dir(plan.task.name)
     if plan.bad_rows.count:
         typer.echo(f"skipped {plan.bad_rows.count} bad rows (first: {plan.bad_rows.examples[0]})", err=True)
     typer.echo(f"{len(plan.examples)} examples of {plan.task.name}; N={','.join(map(str, plan.ns))}; "
                f"methods {','.join(plan.methods)}; results in {out_dir}", err=True)
     with open_pool(pool, model, api_base, api_key, model_path) as the_pool:
-        roles = roles_from_pool(the_pool, max_tokens=plan.max_tokens)
+        roles = roles_from_pool(the_pool, max_tokens=plan.max_tokens, judge=judge, judge_api_base=judge_api_base)
         summary = run(plan, roles, out_dir, progress=not no_progress)
     print_summary(summary)
     c = summary["counts"]

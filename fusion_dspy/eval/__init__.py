@@ -17,6 +17,7 @@ Example:
 from fusion_dspy.eval.plan import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_TOKENS,
+    DEFAULT_N,
     RECORDS_FILE,
     EvalPlan,
     EvalRoles,
@@ -31,6 +32,7 @@ from fusion_dspy.eval.run import evaluate, run
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_TOKENS",
+    "DEFAULT_N",
     "RECORDS_FILE",
     "EvalPlan",
     "EvalRoles",

@@ -20,6 +20,7 @@ from fusion_dspy.task import Task, load_task
 RECORDS_FILE = "records.jsonl"
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_CONCURRENCY = 2
+DEFAULT_N = 4
 
 
 @dataclass
@@ -65,8 +66,9 @@ class EvalRoles:
         temperature: sampling temperature (None: 0.7 for one teacher, 0.3 for several).
         fusor: the fusor LM; scorer: Best-of-N's scorer (an LLMRater or a RewardModelScorer).
         greedy_lm: the LM of the greedy baseline (the first teacher).
-        judge_lm: the LM a metric that calls an LM uses (a pairwise judge) when DSPy has none
-            configured: the pool's rater.
+        judge_lm: the LM a metric that calls an LM uses (a pairwise or reasoning judge) when DSPy has
+            none configured: ``--judge``, else the pool's judge (its rater unless it names one).
+        judge_name: the judge's name (recorded with the configuration of tasks that use a judge).
         describe: names of the models in each role (recorded with the configuration).
     """
 
@@ -78,6 +80,7 @@ class EvalRoles:
     temperature: float | None = None
     describe: dict[str, Any] = field(default_factory=dict)
     judge_lm: Any = None
+    judge_name: str | None = None
 
     @property
     def pool_size(self) -> int | None:
@@ -120,7 +123,7 @@ def prepare(
     data_path: str | Path,
     *,
     limit: int | None = None,
-    n: int | str | Sequence[int] = 4,
+    n: int | str | Sequence[int] = DEFAULT_N,
     methods: Sequence[str] | str | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     concurrency: int = DEFAULT_CONCURRENCY,
@@ -166,12 +169,23 @@ def prepare(
     return EvalPlan(task, path, list(examples), ns, tuple(methods), max_tokens, concurrency, seed, bad_rows, n_given)
 
 
-def roles_from_pool(pool: Any, *, max_tokens: int, cache: bool = True, rater_workers: int = 4) -> EvalRoles:
+def roles_from_pool(
+    pool: Any,
+    *,
+    max_tokens: int,
+    cache: bool = True,
+    rater_workers: int = 4,
+    judge: str | None = None,
+    judge_api_base: str | None = None,
+    judge_api_key: str | None = None,
+) -> EvalRoles:
     """The evaluation roles of a :class:`~fusion_dspy.lm.endpoints.Pool`.
 
-    One teacher is sampled ``n`` times at temperature 0.7; several teachers give
-    ``samples_per_teacher`` each at the pool's temperature. The fusor and rater are the pool's; a
-    reward model, when the pool has one, scores Best-of-N instead of the rater.
+    One teacher is sampled ``n`` times at temperature 0.7 (the paper's test-time setting); several
+    teachers give ``samples_per_teacher`` each at the pool's temperature (0.3 by default, the
+    paper's for teachers). The fusor and rater are the pool's; a reward model, when the pool has one,
+    scores Best-of-N instead of the rater. The judge (of tasks whose metric calls an LLM) is
+    ``judge`` (a pool member or a LiteLLM model string, :meth:`Pool.endpoint_for`), else the pool's.
     """
     from fusion_dspy.lm.endpoints import Pool
     from fusion_dspy.select import LLMRater, RewardModelScorer
@@ -189,6 +203,8 @@ def roles_from_pool(pool: Any, *, max_tokens: int, cache: bool = True, rater_wor
         scorer = LLMRater(rater_lm, max_workers=rater_workers)
         scorer_name = f"rater:{pool.rater_name}"
     greedy_lm = teachers[pool.teachers[0]]
+    judge_ep = pool.endpoint_for(judge, api_base=judge_api_base, api_key=judge_api_key)
+    judge_lm = rater_lm if judge_ep is pool.endpoints.get(pool.rater_name) else judge_ep.lm(max_tokens=max_tokens, temperature=0.0, cache=cache)
     return EvalRoles(
         teachers=teachers,
         fusor=fusor,
@@ -198,7 +214,8 @@ def roles_from_pool(pool: Any, *, max_tokens: int, cache: bool = True, rater_wor
         temperature=pool.temperature if several else None,
         describe={"teachers": list(pool.teachers), "fusor": pool.fusor_name, "scorer": scorer_name,
                   "samples_per_teacher": pool.samples_per_teacher if several else None},
-        judge_lm=rater_lm,
+        judge_lm=judge_lm,
+        judge_name=judge_ep.model if judge_ep.name not in pool.endpoints else judge_ep.name,
     )
 
 

@@ -20,6 +20,7 @@ from fusion_dspy.errors import EndpointError, FusionError, first_line
 from fusion_dspy.eval.plan import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_TOKENS,
+    DEFAULT_N,
     RECORDS_FILE,
     EvalPlan,
     EvalRoles,
@@ -61,6 +62,10 @@ def run(
         "seed": plan.seed,
         **roles.describe,
     }
+    if plan.task.options:  # e.g. the reference answers, the oracle's metric (absent: ids of earlier runs stay valid)
+        config["task_options"] = dict(plan.task.options)
+    if plan.task.uses_judge or plan.task.extra_metrics:
+        config["judge"] = roles.judge_name
     work = _Worker(plan, roles, config)
 
     def items() -> Iterator[tuple[str, Any]]:
@@ -118,13 +123,13 @@ def evaluate(
         out_dir: folder for ``records.jsonl``, ``summary.json``/``.md`` and ``scaling.png``
             (default ``runs/eval/<task>``). Finished examples there are skipped.
         n: pool size, or several (``[1, 2, 4, 8]``) for a scaling curve over one sampled pool
-            (default 4). With several teachers the pool is the teachers' samples (the default N);
+            (default :data:`~fusion_dspy.eval.plan.DEFAULT_N`). With several teachers the pool is the teachers' samples (the default N);
             ``n`` values must not exceed it.
         methods: any of :data:`~fusion_dspy.aggregate.ALL_METHODS` (default: all the task supports).
         concurrency: examples in flight.
         cache: use DSPy's response cache (turn off to measure speed).
     """
-    plan = prepare(task, data_path, limit=limit, n=4 if n is None else n, methods=methods, max_tokens=max_tokens,
+    plan = prepare(task, data_path, limit=limit, n=DEFAULT_N if n is None else n, methods=methods, max_tokens=max_tokens,
                    concurrency=concurrency, skip_bad_rows=skip_bad_rows, seed=seed, n_given=n is not None)
     roles = pool if isinstance(pool, EvalRoles) else roles_from_pool(pool, max_tokens=max_tokens, cache=cache)
     return run(plan, roles, out_dir or default_out_dir(plan.task.name), progress=progress)
@@ -239,12 +244,28 @@ class _Worker:
     def _scored(self, result: dict[str, Any], example: Any) -> dict[str, Any]:
         import dspy
 
+        prediction = dspy.Prediction(**result["outputs"])
         try:
-            score = float(self.task.metric(example, dspy.Prediction(**result["outputs"])))
+            score = float(self.task.metric(example, prediction))
         except Exception as exc:  # noqa: BLE001 - a metric that cannot score this output fails the method
             return {**_jsonable(result), **_failed(exc, "metric")}
-        return {**_jsonable(result), "status": "ok", "score": score}
+        scored = {**_jsonable(result), "status": "ok", "score": score}
+        if self.task.extra_metrics:
+            scored["metrics"] = {name: _extra_score(name, fn, example, prediction) for name, fn in self.task.extra_metrics.items()}
+        return scored
 
+
+
+def _extra_score(name: str, fn: Callable[..., Any], example: Any, prediction: Any) -> float | None:
+    """A further metric's score (None when it gives none); a server that is down fails the example."""
+    try:
+        value = fn(example, prediction)
+    except EndpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a further metric that fails leaves this score empty, the method stands
+        logger.warning("metric %r failed: %s", name, first_line(exc))
+        return None
+    return None if value is None else float(value)
 
 
 def _failed(exc: BaseException, stage: str = "method") -> dict[str, Any]:

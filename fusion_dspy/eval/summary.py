@@ -69,6 +69,7 @@ class _Group:
     fallbacks: int = 0
     framed: int = 0
     length_ratios: list[float] = field(default_factory=list)
+    extra: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     examples: list[Any] = field(default_factory=list)
     predictions: list[Any] = field(default_factory=list)
 
@@ -77,6 +78,9 @@ class _Group:
             self.failed += 1
             return
         self.scores.append(float(result["score"]))
+        for name, value in (result.get("metrics") or {}).items():
+            if value is not None:
+                self.extra[name].append(float(value))
         answer = answer_text(result.get("outputs") or {}, field_name)
         if framing_found(answer):
             self.framed += 1
@@ -135,6 +139,8 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
             "framed": g.framed,
             "length_ratio": statistics.median(g.length_ratios) if g.length_ratios else math.nan,
         }
+        if g.extra:  # further metrics (a reasoning judge): mean and how many answers it scored
+            row["metrics"] = {name: {"mean": sum(v) / len(v), "count": len(v)} for name, v in sorted(g.extra.items())}
         if corpus and g.examples:
             try:
                 row["corpus"] = {name: float(v) for name, v in task.corpus_metrics(g.examples, g.predictions).items()}
@@ -160,6 +166,7 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
     return {
         "records": str(path),
         "task": task.name if task is not None else None,
+        "metric_label": (task.metric_label if task is not None else "") or "metric",
         "counts": {
             "done": done,
             "failed": len(failed_ids - ids),
@@ -204,6 +211,9 @@ def write_summary(records_path: str | Path, task: Task | None, out_dir: str | Pa
     if len(summary["ns"]) > 1:
         paths["scaling_png"] = out / "scaling.png"
         plot_scaling(summary, paths["scaling_png"])
+    if summary["languages"]:
+        paths["languages_png"] = out / "languages.png"
+        plot_languages(summary, paths["languages_png"])
     summary["files"] = {k: str(v) for k, v in paths.items()}
     paths["summary_md"].write_text(to_markdown(summary), encoding="utf-8")
     paths["summary_json"].write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=_nan_safe) + "\n", encoding="utf-8")
@@ -221,6 +231,7 @@ def _fmt(value: float, digits: int = 3) -> str:
 def to_markdown(summary: Mapping[str, Any]) -> str:
     """The summary as a Markdown table (one row per method, N and language)."""
     corpus_names = sorted({name for r in summary["rows"] for name in (r.get("corpus") or {}) if name != "error"})
+    extra_names = sorted({name for r in summary["rows"] for name in (r.get("metrics") or {})})
     c = summary["counts"]
     head = ["method", "N", "language", "metric", "95% CI", "count", "prompt tok/ex", "completion tok/ex", "total tok/ex",
             "length / candidates", "framing", "fallbacks", "failed"]
@@ -229,12 +240,13 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
         "",
         f"Examples done: {c['done']}; failed (retried on rerun): {c['failed']}; bad rows skipped: {c.get('bad_rows_skipped', 0)}.",
         "Metric: the task's per-example metric, mean with a 95% percentile bootstrap interval "
-        f"({summary['bootstrap']['resamples']} resamples). Tokens per example include the shared sampling.",
+        f"({summary['bootstrap']['resamples']} resamples): {summary.get('metric_label') or 'metric'}. "
+        "Tokens per example include the shared sampling.",
         "Length / candidates: the median of each answer's length over its candidates' median length. Framing: answers "
         "that contain prompt scaffolding (field markers, {placeholders}, field lists, fence tags).",
         "",
-        "| " + " | ".join(head + corpus_names) + " |",
-        "|" + "---|" * (len(head) + len(corpus_names)),
+        "| " + " | ".join(head + corpus_names + extra_names) + " |",
+        "|" + "---|" * (len(head) + len(corpus_names) + len(extra_names)),
     ]
     for r in summary["rows"]:
         cells = [r["method"], str(r["n"]), r["language"], _fmt(r["mean"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
@@ -242,6 +254,8 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
                  _fmt(r.get("length_ratio", math.nan), 2), str(r.get("framed", 0)), str(r["fallbacks"]), str(r["failed"])]
         corpus = r.get("corpus") or {}
         cells += [_fmt(corpus[name], 2) if name in corpus else "" for name in corpus_names]
+        extra = r.get("metrics") or {}
+        cells += [f"{_fmt(extra[name]['mean'])} ({extra[name]['count']})" if name in extra else "" for name in extra_names]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -274,9 +288,50 @@ def plot_scaling(summary: Mapping[str, Any], path: str | Path, language: str = A
     ax.set_xticks(ns)
     ax.set_xticklabels([str(k) for k in ns])
     ax.set_xlabel("N (candidates)")
-    ax.set_ylabel(f"{summary.get('task') or 'task'} metric")
+    ax.set_ylabel(f"{summary.get('task') or 'task'}: {summary.get('metric_label') or 'metric'}")
     ax.set_title(f"Test-time scaling ({language}, 95% CI)")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_languages(summary: Mapping[str, Any], path: str | Path, *, n: int | None = None, methods: Sequence[str] | None = None,
+                   title: str | None = None) -> Path:
+    """The metric per language (and over all), one bar per method at pool size ``n`` (default the
+    largest; greedy at 1), with 95% CIs: the layout of the paper's per-language figures (Figs. 1, 16)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = n or max(summary["ns"] or [1])
+    wanted = [m for m in (methods or summary["methods"]) if m in summary["methods"]]
+    languages = [*summary["languages"], ALL] if len(summary["languages"]) > 1 else list(summary["languages"])
+    by = {(r["method"], r["language"]): r for r in summary["rows"]
+          if r["count"] and r["n"] == (1 if r["method"] in BASELINES else n)}
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(languages) * max(1, len(wanted)) / 2 + 2), 4.2), dpi=120)
+    width = 0.8 / max(1, len(wanted))
+    for i, method in enumerate(wanted):
+        xs, means, errs = [], [], [[], []]
+        for j, lang in enumerate(languages):
+            r = by.get((method, lang))
+            if r is None:
+                continue
+            xs.append(j - 0.4 + width * (i + 0.5))
+            means.append(r["mean"])
+            errs[0].append(max(0.0, r["mean"] - r["ci_low"]))
+            errs[1].append(max(0.0, r["ci_high"] - r["mean"]))
+        if xs:
+            hatch = "//" if method in AGGREGATORS and not AGGREGATORS[method].deployable else None
+            ax.bar(xs, means, width, yerr=errs, capsize=2, label=method, hatch=hatch, edgecolor="black", linewidth=0.5)
+    ax.set_xticks(range(len(languages)), languages)
+    ax.set_xlabel("language")
+    ax.set_ylabel(summary.get("metric_label") or "metric")
+    ax.set_title(title or f"{summary.get('task') or 'task'} by language (N={n}; greedy N=1; 95% CI)")
+    ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)

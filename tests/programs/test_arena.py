@@ -12,7 +12,6 @@ from dspy.utils import DummyLM
 from fusion_dspy.data import BadRows
 from fusion_dspy.errors import ConfigurationError, DataError
 from fusion_dspy.programs import arena
-from fusion_dspy.programs.arena import ArenaJudge, head_to_head, pairwise_scores, parse_verdict
 
 FIXTURES = Path(__file__).parent / "fixtures" / "arena"
 
@@ -92,103 +91,15 @@ def test_v01_model_answer_format_as_references(tmp_path):
     refs = tmp_path / "gpt.jsonl"
     row = {"question_id": "th-0001", "choices": [{"index": 0, "turns": [{"content": "ต้มน้ำ..."}]}]}
     refs.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
-    assert arena.load_references(refs) == {"th-0001": "ต้มน้ำ..."}
+    found = arena.load_references(refs)
+    assert dict(found.answers) == {(None, "th-0001"): "ต้มน้ำ..."} and found.model == "gpt"
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"uid": "1", "model": "x"}) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"bad.jsonl:1: no answer"):
         arena.load_references(bad)
 
 
-# --- the judge -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "label"),
-    [
-        ("[[A>>B]]", "A>>B"),
-        ("My final verdict is [[B>A]].", "B>A"),
-        ("[[ A = B ]]", "A=B"),
-        ("first [[A>B]] then on reflection [[B>>A]]", "B>>A"),
-        ("[[A]]", "A>B"),
-        ("[[B]]", "B>A"),
-        ("[[tie]]", "A=B"),
-        ("[[C]]", "A=B"),
-        ("A<B", "B>A"),
-        ("Assistant A is better: A>B", "A>B"),
-        ("B", "B>A"),
-        ("**A=B**", "A=B"),
-        ("［［A＞B］］".replace("［［", "[[").replace("］］", "]]"), "A>B"),
-        ("A is better", "A>B"),
-        ("Response B is much better than A.", "B>>A"),
-        ("It is a tie.", "A=B"),
-        ("I cannot decide", None),
-        ("", None),
-        (None, None),
-    ],
-)
-def test_parse_verdict(text, label):
-    assert parse_verdict(text) == label
-
-
-def test_judge_pair_both_orders_cancel_position_bias():
-    # A judge that always prefers the first position: A wins as A, loses as B -> 0.5
-    judge = ArenaJudge(lm=_verdicts("[[A>B]]", "[[A>B]]"))
-    assert judge.judge_pair("prompt", "x", "y") == 0.5
-    # A consistently better: wins as A (A>B) and as B (B>A) -> 1.0
-    judge = ArenaJudge(lm=_verdicts("[[A>>B]]", "[[B>A]]"))
-    assert judge.judge_pair("prompt", "x", "y") == 1.0
-    # consistently worse
-    judge = ArenaJudge(lm=_verdicts("[[B>A]]", "[[A>B]]"))
-    assert judge.judge_pair("prompt", "x", "y") == 0.0
-
-
-def test_judge_sees_responses_swapped_in_the_second_order():
-    lm = _verdicts("[[A=B]]", "[[A=B]]")
-    ArenaJudge(lm=lm).judge_pair("the prompt", "FIRST-ANSWER", "SECOND-ANSWER")
-    first, second = (entry["messages"][-1]["content"] for entry in lm.history[-2:])
-    assert first.index("FIRST-ANSWER") < first.index("SECOND-ANSWER")
-    assert second.index("SECOND-ANSWER") < second.index("FIRST-ANSWER")
-
-
-def test_ties_count_half():
-    assert ArenaJudge(lm=_verdicts("[[A=B]]", "[[A=B]]")).judge_pair("p", "x", "y") == 0.5
-    assert ArenaJudge(lm=_verdicts("[[A>B]]", "[[A=B]]")).judge_pair("p", "x", "y") == 0.75
-
-
-def test_unparseable_verdict_counts_as_a_tie_not_a_crash(caplog):
-    judge = ArenaJudge(lm=_verdicts("[[A>B]]", "I refuse to judge"))
-    with caplog.at_level("WARNING"):
-        assert judge.judge_pair("p", "x", "y") == 0.75
-    assert "no verdict" in caplog.text
-    # output that the adapter cannot parse at all (missing fields): both orders neutral
-    judge = ArenaJudge(lm=DummyLM([{"comparison": "only this"}] * 4))
-    assert judge.judge_pair("p", "x", "y") == 0.5
-
-
-def test_judge_uses_settings_lm_by_default_and_judge_lm_when_given():
-    settings_lm = _verdicts("[[A>B]]", "[[B>A]]")
-    with dspy.context(lm=settings_lm):
-        assert ArenaJudge().judge_pair("p", "x", "y") == 1.0
-    assert len(settings_lm.history) == 2
-    own = _verdicts("[[B>A]]", "[[A>B]]")
-    with dspy.context(lm=settings_lm):
-        assert ArenaJudge(lm=own).judge_pair("p", "x", "y") == 0.0
-    assert len(own.history) == 2 and len(settings_lm.history) == 2
-
-
-def test_head_to_head_and_pairwise_scores():
-    lm = _verdicts("[[A>B]]", "[[B>A]]", "[[A=B]]", "[[A=B]]", "[[B>>A]]", "[[A>>B]]")
-    judge = ArenaJudge(lm=lm)
-    prompts = ["p1", "p2", "p3"]
-    a = [dspy.Prediction(response="a1"), "a2", {"response": "a3"}]
-    b = ["b1", "b2", "b3"]
-    assert pairwise_scores(prompts, a, b, judge) == [1.0, 0.5, 0.0]
-    lm2 = _verdicts("[[A>B]]", "[[B>A]]", "[[A=B]]", "[[A=B]]", "[[B>>A]]", "[[A>>B]]")
-    assert head_to_head(prompts, a, b, ArenaJudge(lm=lm2)) == pytest.approx(0.5)
-    with pytest.raises(ConfigurationError, match="lengths differ"):
-        head_to_head(prompts, a[:2], b, judge)
-    with pytest.raises(ConfigurationError, match="at least one"):
-        head_to_head([], [], [], judge)
+# --- the metric ------------------------------------------------------------------------------------
 
 
 def test_metric_against_reference_and_without():
@@ -249,10 +160,55 @@ def test_empty_and_non_utf8(tmp_path):
     assert info.value.path == str(bad)
 
 
-def test_judge_asks_for_a_verdict_label_by_schema():
-    """Small local judges write prose verdicts; the schema restricts the verdict to the five labels."""
-    lm = _verdicts("[[A>B]]", "[[B>A]]")
-    ArenaJudge(lm=lm).judge_pair("p", "a", "b")
-    schema = lm.history[-1]["kwargs"]["response_format"]["json_schema"]["schema"]
-    assert schema["properties"]["verdict"]["enum"] == ["[[A>>B]]", "[[A>B]]", "[[A=B]]", "[[B>A]]", "[[B>>A]]"]
-    assert schema["properties"]["comparison"]["maxLength"] > 0
+def _answer_row(uid, answer, model="gemini-2.5-pro"):
+    """A row of Arena-Hard v2.0's model_answer files."""
+    return {"uid": uid, "ans_id": f"a-{uid}", "model": model,
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": {"answer": answer}}], "tstamp": 0}
+
+
+def _write(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_model_answer_folder_per_language_matches_language_and_id(tmp_path):
+    # m-ArenaHard shares question ids across languages: each language's references come from its own folder
+    uid = "8fc630418a6648de93c52240c9a27086"
+    _write(tmp_path / "m-arena-hard-de" / "model_answer" / "gemini-2.5-pro.jsonl", [_answer_row(uid, "REF-de")])
+    _write(tmp_path / "m-arena-hard-th" / "model_answer" / "gemini-2.5-pro.jsonl", [_answer_row("th-0001", "REF-th")])
+    _write(tmp_path / "m-arena-hard-de" / "question.jsonl", [{"uid": "x", "prompt": "not an answer"}])
+    refs = arena.load_references(tmp_path)
+    assert refs.model == "gemini-2.5-pro" and dict(refs.answers) == {("de", uid): "REF-de", ("th", "th-0001"): "REF-th"}
+    examples = arena.load(FIXTURES, references=refs)
+    by_id = {e.id: e.get("reference") for e in examples}
+    assert by_id[f"de:{uid}"] == "REF-de" and by_id["th:th-0001"] == "REF-th"
+    assert by_id["en:8fc630418a6648de93c52240c9a27086"] is None  # no English reference: not another language's
+    # a folder of answers without languages applies to every language
+    flat = _write(tmp_path / "flat" / "model_answer" / "m.jsonl", [_answer_row(uid, "REF-any", model="m")])
+    assert {e.language: e.get("reference") for e in arena.load(FIXTURES, references=flat.parent) if e.uid == uid} == {
+        "de": "REF-any", "en": "REF-any"}
+
+
+def test_several_reference_models_need_a_choice(tmp_path):
+    folder = tmp_path / "arena-hard-v2.0" / "model_answer"
+    _write(folder / "gemini-2.5-pro.jsonl", [_answer_row("807ddb4c42a7432b", "pro")])
+    _write(folder / "gemini-2.5-flash.jsonl", [_answer_row("807ddb4c42a7432b", "flash", model="gemini-2.5-flash")])
+    with pytest.raises(ConfigurationError, match=r"2 models \(gemini-2.5-flash, gemini-2.5-pro\).*--reference-model"):
+        arena.load_references(folder)
+    assert arena.load_references(folder, model="gemini-2.5-flash").get("en", "807ddb4c42a7432b") == "flash"
+    with pytest.raises(ConfigurationError, match="no answers of model 'gpt-4o'; models found: gemini-2.5-flash, gemini-2.5-pro"):
+        arena.load_references(folder, model="gpt-4o")
+    task = arena.make_task(references=folder, reference_model="gemini-2.5-pro")
+    assert task.options == {"references": str(folder), "reference_model": "gemini-2.5-pro"}
+    assert task.load(FIXTURES / "arena_hard_v2")[0].reference == "pro"
+    assert "gemini-2.5-pro" in task.metric_label
+
+
+def test_configure_makes_the_task_with_references_and_rejects_foreign_options(tmp_path):
+    refs = _write(tmp_path / "r.jsonl", [_answer_row("807ddb4c42a7432b", "ref")])
+    task = arena.TASK.configure(references=refs, reference_model=None)
+    assert task.has_gold and task.baseline_method is None and task.options["reference_model"] == "gemini-2.5-pro"
+    assert arena.TASK.configure() is arena.TASK
+    with pytest.raises(ConfigurationError, match=r"task 'arena' has no option 'oracle_metric' \(its options: judge_lm, references"):
+        arena.TASK.configure(oracle_metric="chrf")
