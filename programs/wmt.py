@@ -1,13 +1,18 @@
-"""WMT24++ translation for any language pair, scored with chrF++ and BLEU (and COMET when available).
+"""WMT24++ translation for any language pair, scored by a chosen metric: chrF++, BLEU or COMET.
 
 Data: JSONL rows with ``lp`` (``en-de_DE``: source language, then target language and country),
 ``source``, ``target`` and optionally ``domain``, ``document_id``, ``segment_id``, ``is_bad_source``
 and ``original_target``. The canary row (``domain == "canary"``, a ``CANARY GUID`` text) and rows
 marked ``is_bad_source`` are skipped unless asked for.
 
-Scales: the per-example metric is sentence chrF++ in **0..1** (like every other task's metric);
-``corpus_metrics`` returns sacrebleu's corpus BLEU and chrF++ in **0..100**, and COMET in the model's
-own scale (0..1 for XCOMET) when configured.
+Metrics (:data:`METRICS`, per example, higher is better): ``chrf`` (sentence chrF++ in 0..1, the
+default), ``bleu`` (sentence BLEU in 0..1, the target's tokenizer) and ``comet`` (a COMET-family
+checkpoint such as XCOMET-XL, the paper's metric, in the model's scale; on a GPU when one is present,
+``programs/_comet.py``). ``make_task(metric=..., oracle_metric=...)`` chooses the reported metric and,
+separately, the one the oracle selects by (``eval --metric``, ``--oracle-metric``), so "fusion beats
+the oracle" can be measured against the paper's XCOMET oracle. ``corpus_metrics`` returns sacrebleu's
+corpus BLEU and chrF++ in **0..100**, and the mean COMET when a checkpoint is configured.
+MetricX is not offered: it ships as a research repository, not as a package.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from fusion_dspy.data import BadRows, read_jsonl
 from fusion_dspy.errors import ConfigurationError, DataError
 from fusion_dspy.task import Task
 
+from ._comet import COMET_MODEL_ENV, CometScorer
 from ._io import Collector, data_files
 from ._languages import country_name, describe_language, language_name, normalize_code, parse_locale
 
@@ -33,19 +39,23 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "COMET_MODEL_ENV",
+    "METRICS",
     "TASK",
     "Translate",
     "bleu_tokenizer",
     "comet_scores",
     "corpus_metrics",
     "load",
+    "make_metric",
     "make_task",
     "metric",
     "parse_lp",
+    "sentence_bleu",
     "sentence_chrf",
 ]
 
-COMET_MODEL_ENV = "FUSION_DSPY_COMET_MODEL"
+#: the per-example metrics a WMT task can report or select its oracle by
+METRICS = ("chrf", "bleu", "comet")
 _REQUIRED = {"lp": str, "source": str, "target": str}
 
 
@@ -213,19 +223,50 @@ def sentence_chrf(hypothesis: str, reference: str) -> float:
     return CHRF(word_order=2).sentence_score(hypothesis, [reference]).score / 100.0
 
 
+def sentence_bleu(hypothesis: str, reference: str, target_code: str = "") -> float:
+    """Sentence BLEU (sacrebleu, effective order, the target language's tokenizer), in 0..1."""
+    from sacrebleu.metrics import BLEU
+
+    if not hypothesis:
+        return 0.0
+    bleu = BLEU(tokenize=bleu_tokenizer(target_code) if target_code else "13a", effective_order=True)
+    return bleu.sentence_score(hypothesis, [reference]).score / 100.0
+
+
 def metric(example: Any, prediction: Any, trace: Any = None) -> float:
     """Sentence chrF++ of the translation against ``example.target``, in 0..1."""
     return sentence_chrf(_text(prediction), example.target)
 
 
+def make_metric(name: str = "chrf", *, comet: CometScorer | None = None):
+    """The per-example metric ``name`` (:data:`METRICS`); ``comet`` needs a :class:`CometScorer`."""
+    if name == "chrf":
+        return metric
+    if name == "bleu":
+        def bleu_metric(example: Any, prediction: Any, trace: Any = None) -> float:
+            return sentence_bleu(_text(prediction), example.target, _target_code(example))
+
+        return bleu_metric
+    if name == "comet":
+        if comet is None:
+            raise ConfigurationError("the comet metric needs a COMET checkpoint (--comet-model or FUSION_DSPY_COMET_MODEL)")
+
+        def comet_metric(example: Any, prediction: Any, trace: Any = None) -> float:
+            return comet.score([(str(example.source), _text(prediction), str(example.target))])[0]
+
+        return comet_metric
+    raise ConfigurationError(f"unknown WMT metric {name!r}; valid: {', '.join(METRICS)}")
+
+
 def corpus_metrics(
-    examples: Sequence[Any], predictions: Sequence[Any], *, comet_model: str | None = None
+    examples: Sequence[Any], predictions: Sequence[Any], *, comet_model: str | None = None, comet: CometScorer | None = None,
+    comet_device: str = "auto",
 ) -> dict[str, float]:
     """Corpus BLEU and chrF++ (0..100) of ``predictions`` against the examples' targets.
 
     The BLEU tokenizer follows the target language (:func:`bleu_tokenizer`); a set that mixes target
-    languages uses ``13a`` (score languages separately instead). COMET is added when a model path is
-    given or set in ``FUSION_DSPY_COMET_MODEL``.
+    languages uses ``13a`` (score languages separately instead). The mean COMET is added when a
+    scorer or a model path is given, or a path is set in ``FUSION_DSPY_COMET_MODEL``.
     """
     from sacrebleu.metrics import BLEU, CHRF
 
@@ -245,9 +286,10 @@ def corpus_metrics(
         "bleu": BLEU(tokenize=tokenizer).corpus_score(hyps, [refs]).score,
         "chrf++": CHRF(word_order=2).corpus_score(hyps, [refs]).score,
     }
-    model = comet_model or os.environ.get(COMET_MODEL_ENV)
-    if model:
-        scores["comet"] = sum(comet_scores(examples, predictions, model_path=model)) / len(examples)
+    if comet is None and (comet_model or os.environ.get(COMET_MODEL_ENV)):
+        comet = CometScorer(comet_model, device=comet_device)
+    if comet is not None:
+        scores["comet"] = sum(comet.score([(str(ex.source), h, str(ex.target)) for ex, h in zip(examples, hyps, strict=True)])) / len(examples)
     return scores
 
 
@@ -258,54 +300,76 @@ def _target_code(example: Any) -> str:
     return parse_lp(example["language"] if isinstance(example, dict) else example.language)["target_code"]
 
 
-@functools.lru_cache(maxsize=2)
-def _load_comet(model_path: str) -> Any:
-    try:
-        from comet import load_from_checkpoint
-    except ImportError:
-        raise ConfigurationError(
-            "COMET scoring needs the unbabel-comet package: pip install 'fusion-dspy[comet]' "
-            f"(or unset {COMET_MODEL_ENV})"
-        ) from None
-    if not Path(model_path).exists():
-        raise ConfigurationError(
-            f"COMET model checkpoint {model_path!r} does not exist; give the path of a local .ckpt file "
-            f"(e.g. XCOMET-XL's checkpoints/model.ckpt) in {COMET_MODEL_ENV}"
-        )
-    return load_from_checkpoint(model_path)
 
 
 def comet_scores(
-    examples: Sequence[Any], predictions: Sequence[Any], *, model_path: str | None = None, batch_size: int = 8
+    examples: Sequence[Any], predictions: Sequence[Any], *, model_path: str | None = None, batch_size: int = 8, device: str = "auto"
 ) -> list[float]:
-    """Segment COMET/XCOMET scores with a local checkpoint (``unbabel-comet``, imported only here).
+    """Segment COMET/XCOMET scores with a local checkpoint (``unbabel-comet``, imported only when scoring).
+
+    ``device``: ``auto`` (a GPU when torch sees one), ``cpu`` or ``gpu``.
 
     Raises:
-        ConfigurationError: no model path given, the checkpoint is missing, or unbabel-comet is not installed.
+        ConfigurationError: no model path given, the checkpoint is missing, unbabel-comet is not
+            installed, or ``gpu`` was asked for without one.
     """
-    path = model_path or os.environ.get(COMET_MODEL_ENV)
-    if not path:
-        raise ConfigurationError(f"no COMET model: pass model_path or set {COMET_MODEL_ENV} to a local checkpoint")
-    model = _load_comet(path)
-    data = [{"src": ex.source, "mt": _text(p), "ref": ex.target} for ex, p in zip(examples, predictions, strict=True)]
-    output = model.predict(data, batch_size=batch_size, gpus=0, progress_bar=False)
-    return [float(s) for s in output.scores]
+    scorer = CometScorer(model_path, device=device, batch_size=batch_size)
+    return scorer.score([(str(ex.source), _text(p), str(ex.target)) for ex, p in zip(examples, predictions, strict=True)])
+
+
+_LABELS = {"chrf": "chrF++ (sentence, 0..1)", "bleu": "BLEU (sentence, 0..1)"}
 
 
 def make_task(
-    *, include_bad_source: bool = False, include_canary: bool = False, comet_model: str | None = None
+    *,
+    include_bad_source: bool = False,
+    include_canary: bool = False,
+    metric: str = "chrf",
+    oracle_metric: str | None = None,
+    comet_model: str | None = None,
+    comet_device: str = "auto",
 ) -> Task:
-    """The WMT task with loader options bound and, optionally, a COMET checkpoint for corpus scores."""
+    """The WMT task.
+
+    Args:
+        include_bad_source: keep rows marked ``is_bad_source``; include_canary: keep the canary row.
+        metric: the reported per-example metric (:data:`METRICS`; default chrF++).
+        oracle_metric: the metric the oracle selects by (default: ``metric``); the oracle's answer is
+            still reported by ``metric``.
+        comet_model: a local COMET-family checkpoint (default ``FUSION_DSPY_COMET_MODEL``); needed by
+            ``comet`` and adds corpus COMET to summaries.
+        comet_device: ``auto`` (a GPU when present), ``cpu`` or ``gpu``.
+
+    Raises:
+        ConfigurationError: an unknown metric or device, or ``comet`` without a checkpoint that exists.
+    """
+    for label, name in (("metric", metric), ("oracle_metric", oracle_metric)):
+        if name is not None and name not in METRICS:
+            raise ConfigurationError(f"unknown WMT {label} {name!r}; valid: {', '.join(METRICS)}")
+    wants_comet = "comet" in (metric, oracle_metric)
+    # a checkpoint given, or needed by a metric, is checked now; FUSION_DSPY_COMET_MODEL alone only adds corpus COMET to summaries
+    comet = CometScorer(comet_model, device=comet_device) if (comet_model or wants_comet) else None
+    oracle = make_metric(oracle_metric, comet=comet) if oracle_metric not in (None, metric) else None
+    options: dict[str, Any] = {k: v for k, v in (("metric", metric), ("oracle_metric", oracle_metric)) if v not in (None, "chrf")}
+    if comet is not None:
+        options.update(comet_model=comet.model_path, comet_device=comet_device)
+    if include_bad_source or include_canary:
+        options.update(include_bad_source=include_bad_source, include_canary=include_canary)
     return Task(
         name="wmt",
         load=functools.partial(load, include_bad_source=include_bad_source, include_canary=include_canary),
         program=program,
-        metric=metric,
+        metric=make_metric(metric, comet=comet),
         answer_field="translation",
         normalize=None,
-        corpus_metrics=functools.partial(corpus_metrics, comet_model=comet_model),
+        corpus_metrics=functools.partial(corpus_metrics, comet=comet),
         has_gold=True,
-        description="WMT24++ translation, any pair; sentence chrF++ (0..1), corpus BLEU/chrF++ (0..100)",
+        description=f"WMT24++ translation, any pair; sentence {metric} per example (oracle by {oracle_metric or metric}); "
+        "corpus BLEU/chrF++ (0..100)",
+        oracle_metric=oracle,
+        metric_label=_LABELS.get(metric) or f"COMET ({comet.name if comet else '-'})",
+        make=make_task,
+        options=options,
     )
 
 

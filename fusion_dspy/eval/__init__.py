@@ -5,7 +5,9 @@
 - :mod:`~fusion_dspy.eval.run`: one record per example (every method on one sampled pool, and on
   its first k candidates for each smaller N), resumable;
 - :mod:`~fusion_dspy.eval.summary`: the summary recomputed from all records (bootstrap CIs, tokens,
-  corpus metrics, the scaling plot).
+  corpus metrics, fusion's paired gain over each method per language);
+- :mod:`~fusion_dspy.eval.report`: its files: ``summary.json``, ``summary.md`` and the figures
+  (``scaling.png``, ``languages.png``, ``deltas.png``).
 
 Example:
     >>> import fusion_dspy as fd

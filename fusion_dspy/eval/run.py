@@ -48,7 +48,8 @@ def run(
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every example of ``plan`` not yet in ``out_dir``'s records; write and return the summary."""
-    from fusion_dspy.eval.summary import RunningMetrics, write_summary
+    from fusion_dspy.eval.report import write_summary
+    from fusion_dspy.eval.summary import RunningMetrics
     from fusion_dspy.records import RecordStore, record_id, run_items
 
     plan = _fit_to_roles(plan, roles)

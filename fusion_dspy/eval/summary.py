@@ -1,8 +1,9 @@
-"""Summaries of evaluation records: metric with a bootstrap CI, tokens, corpus scores, scaling plot.
+"""Summaries of evaluation records: metric with a bootstrap CI, tokens, corpus scores, fusion's paired gains.
 
 Everything is recomputed from the records file in one streaming pass, so the summary always
 describes every finished example (also those of earlier, interrupted runs). Groups are
-(method, N, language), plus ``all`` languages; greedy is one sample, reported at N=1.
+(method, N, language), plus ``all`` languages; greedy is one sample, reported at N=1. The files
+(JSON, Markdown, figures) are written by :mod:`~fusion_dspy.eval.report`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from fusion_dspy.aggregate.registry import AGGREGATORS, BASELINES, method_order
+from fusion_dspy.aggregate.registry import BASELINES, FUSION, method_order
 from fusion_dspy.substance import answer_text, framing_found
 from fusion_dspy.task import Task
 
@@ -104,6 +105,8 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
     path = Path(records_path)
     groups: dict[tuple[str, int, str], _Group] = defaultdict(_Group)
     corpus = task is not None and task.corpus_metrics is not None
+    paired: dict[tuple[str, str], list[float]] = defaultdict(list)
+    n_paired = 0
     done = 0
     configs: set[str] = set()
     ids: set[str] = set()
@@ -122,6 +125,10 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
                 if corpus and lang != ALL and result.get("status") != "failed":
                     g.examples.append(example)
                     g.predictions.append(_prediction(result.get("outputs")))
+        for other, delta in _fusion_gains(rec):
+            n_paired = max(n_paired, int(rec.get("n_max") or 0))
+            for lang in (language, ALL):
+                paired[(other, lang)].append(delta)
     if len(configs) > 1:
         logger.warning("%s holds records of %d different configurations; the summary pools them", path, len(configs))
 
@@ -163,6 +170,11 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
         if row["language"] == ALL:
             fallbacks[row["method"]] += row["fallbacks"]
             method_failures[row["method"]] += row["failed"]
+    deltas = []
+    for (other, lang), values in sorted(paired.items(), key=lambda kv: (method_order(kv[0][0]), kv[0][1] == ALL, kv[0][1])):
+        low, high = bootstrap_ci(values, seed=seed)
+        deltas.append({"method": FUSION, "versus": other, "n": n_paired, "language": lang, "mean": sum(values) / len(values),
+                       "ci_low": low, "ci_high": high, "count": len(values)})
     return {
         "records": str(path),
         "task": task.name if task is not None else None,
@@ -178,7 +190,20 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
         "languages": sorted({r["language"] for r in rows if r["language"] != ALL}),
         "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": 0.95, "seed": seed},
         "rows": rows,
+        "deltas": deltas,
     }
+
+
+def _fusion_gains(rec: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
+    """``(other method, fusion's score minus its score)`` on one example, at the record's largest N
+    (greedy: its one sample): the paired differences behind the paper's per-language gains."""
+    methods = rec.get("methods") or {}
+    fusion = methods.get(FUSION) or {}
+    if fusion.get("status") == "failed" or fusion.get("score") is None:
+        return
+    for other, result in methods.items():
+        if other != FUSION and isinstance(result, Mapping) and result.get("status") != "failed" and result.get("score") is not None:
+            yield other, float(fusion["score"]) - float(result["score"])
 
 
 def _candidate_chars(rec: Mapping[str, Any], field_name: str | None) -> float:
@@ -200,143 +225,6 @@ def _prediction(outputs: Any) -> Any:
     import dspy
 
     return dspy.Prediction(**(outputs if isinstance(outputs, Mapping) else {}))
-
-
-def write_summary(records_path: str | Path, task: Task | None, out_dir: str | Path, *, seed: int = 0, bad_rows: int = 0) -> dict[str, Any]:
-    """Write ``summary.json``, ``summary.md`` and (several N) ``scaling.png``; return the summary."""
-    out = Path(out_dir)
-    summary = summarize(records_path, task, seed=seed)
-    summary["counts"]["bad_rows_skipped"] = bad_rows
-    paths = {"summary_json": out / "summary.json", "summary_md": out / "summary.md"}
-    if len(summary["ns"]) > 1:
-        paths["scaling_png"] = out / "scaling.png"
-        plot_scaling(summary, paths["scaling_png"])
-    if summary["languages"]:
-        paths["languages_png"] = out / "languages.png"
-        plot_languages(summary, paths["languages_png"])
-    summary["files"] = {k: str(v) for k, v in paths.items()}
-    paths["summary_md"].write_text(to_markdown(summary), encoding="utf-8")
-    paths["summary_json"].write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=_nan_safe) + "\n", encoding="utf-8")
-    return summary
-
-
-def _nan_safe(value: Any) -> Any:
-    return str(value)
-
-
-def _fmt(value: float, digits: int = 3) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def to_markdown(summary: Mapping[str, Any]) -> str:
-    """The summary as a Markdown table (one row per method, N and language)."""
-    corpus_names = sorted({name for r in summary["rows"] for name in (r.get("corpus") or {}) if name != "error"})
-    extra_names = sorted({name for r in summary["rows"] for name in (r.get("metrics") or {})})
-    c = summary["counts"]
-    head = ["method", "N", "language", "metric", "95% CI", "count", "prompt tok/ex", "completion tok/ex", "total tok/ex",
-            "length / candidates", "framing", "fallbacks", "failed"]
-    lines = [
-        f"# Evaluation of {summary.get('task') or 'task'}",
-        "",
-        f"Examples done: {c['done']}; failed (retried on rerun): {c['failed']}; bad rows skipped: {c.get('bad_rows_skipped', 0)}.",
-        "Metric: the task's per-example metric, mean with a 95% percentile bootstrap interval "
-        f"({summary['bootstrap']['resamples']} resamples): {summary.get('metric_label') or 'metric'}. "
-        "Tokens per example include the shared sampling.",
-        "Length / candidates: the median of each answer's length over its candidates' median length. Framing: answers "
-        "that contain prompt scaffolding (field markers, {placeholders}, field lists, fence tags).",
-        "",
-        "| " + " | ".join(head + corpus_names + extra_names) + " |",
-        "|" + "---|" * (len(head) + len(corpus_names) + len(extra_names)),
-    ]
-    for r in summary["rows"]:
-        cells = [r["method"], str(r["n"]), r["language"], _fmt(r["mean"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
-                 str(r["count"]), f"{r['tokens_prompt']:.0f}", f"{r['tokens_completion']:.0f}", f"{r['tokens_total']:.0f}",
-                 _fmt(r.get("length_ratio", math.nan), 2), str(r.get("framed", 0)), str(r["fallbacks"]), str(r["failed"])]
-        corpus = r.get("corpus") or {}
-        cells += [_fmt(corpus[name], 2) if name in corpus else "" for name in corpus_names]
-        extra = r.get("metrics") or {}
-        cells += [f"{_fmt(extra[name]['mean'])} ({extra[name]['count']})" if name in extra else "" for name in extra_names]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_scaling(summary: Mapping[str, Any], path: str | Path, language: str = ALL) -> Path:
-    """Metric against N per method with 95% CI bands (greedy as a flat line), as the paper's Fig. 5."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in summary["rows"] if r["language"] == language and r["count"]]
-    ns = summary["ns"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for method in summary["methods"]:
-        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["n"])
-        if not mine:
-            continue
-        if method in BASELINES:
-            r = mine[0]
-            ax.axhline(r["mean"], color="grey", linestyle="--", linewidth=1, label=method)
-            ax.axhspan(r["ci_low"], r["ci_high"], color="grey", alpha=0.1)
-            continue
-        xs = [r["n"] for r in mine]
-        # a method that looks at gold labels (the oracle) is a ceiling, drawn dotted
-        style = {"linestyle": ":"} if method in AGGREGATORS and not AGGREGATORS[method].deployable else {}
-        (line,) = ax.plot(xs, [r["mean"] for r in mine], marker="o", label=method, **style)
-        ax.fill_between(xs, [r["ci_low"] for r in mine], [r["ci_high"] for r in mine], color=line.get_color(), alpha=0.15)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ns)
-    ax.set_xticklabels([str(k) for k in ns])
-    ax.set_xlabel("N (candidates)")
-    ax.set_ylabel(f"{summary.get('task') or 'task'}: {summary.get('metric_label') or 'metric'}")
-    ax.set_title(f"Test-time scaling ({language}, 95% CI)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_languages(summary: Mapping[str, Any], path: str | Path, *, n: int | None = None, methods: Sequence[str] | None = None,
-                   title: str | None = None) -> Path:
-    """The metric per language (and over all), one bar per method at pool size ``n`` (default the
-    largest; greedy at 1), with 95% CIs: the layout of the paper's per-language figures (Figs. 1, 16)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = n or max(summary["ns"] or [1])
-    wanted = [m for m in (methods or summary["methods"]) if m in summary["methods"]]
-    languages = [*summary["languages"], ALL] if len(summary["languages"]) > 1 else list(summary["languages"])
-    by = {(r["method"], r["language"]): r for r in summary["rows"]
-          if r["count"] and r["n"] == (1 if r["method"] in BASELINES else n)}
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(languages) * max(1, len(wanted)) / 2 + 2), 4.2), dpi=120)
-    width = 0.8 / max(1, len(wanted))
-    for i, method in enumerate(wanted):
-        xs, means, errs = [], [], [[], []]
-        for j, lang in enumerate(languages):
-            r = by.get((method, lang))
-            if r is None:
-                continue
-            xs.append(j - 0.4 + width * (i + 0.5))
-            means.append(r["mean"])
-            errs[0].append(max(0.0, r["mean"] - r["ci_low"]))
-            errs[1].append(max(0.0, r["ci_high"] - r["mean"]))
-        if xs:
-            hatch = "//" if method in AGGREGATORS and not AGGREGATORS[method].deployable else None
-            ax.bar(xs, means, width, yerr=errs, capsize=2, label=method, hatch=hatch, edgecolor="black", linewidth=0.5)
-    ax.set_xticks(range(len(languages)), languages)
-    ax.set_xlabel("language")
-    ax.set_ylabel(summary.get("metric_label") or "metric")
-    ax.set_title(title or f"{summary.get('task') or 'task'} by language (N={n}; greedy N=1; 95% CI)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
 
 
 class RunningMetrics:

@@ -121,8 +121,11 @@ def test_comet_not_installed_gives_a_clear_error(monkeypatch, tmp_path):
             raise ImportError("No module named 'comet'")
         return real_import(name, *args, **kwargs)
 
+    from fusion_dspy.programs import _comet
+
     monkeypatch.setattr(builtins, "__import__", no_comet)
-    wmt._load_comet.cache_clear()
+    _comet._load.cache_clear()
+    (tmp_path / "model.ckpt").write_bytes(b"")
     examples = wmt.load(FIXTURES / "en-ko_KR.jsonl")
     with pytest.raises(ConfigurationError, match="unbabel-comet"):
         wmt.comet_scores(examples, [e.target for e in examples], model_path=str(tmp_path / "model.ckpt"))

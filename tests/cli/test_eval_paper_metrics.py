@@ -1,4 +1,5 @@
-"""``eval`` with a judge: Arena win rates against reference answers (both orders, per language), scripted judges."""
+"""``eval`` measured as in the paper: Arena win rates against references (both orders, per language,
+scripted judges), WMT's oracle by a chosen metric, fusion's paired gains per language."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fusion_dspy.records import iter_records
 from tests.fakes.openai_server import FakeOpenAIServer, chat_adapter_reply
 
 ARENA = Path(__file__).resolve().parents[1] / "programs" / "fixtures" / "arena"
+WMT = Path(__file__).resolve().parents[1] / "programs" / "fixtures" / "wmt"
 JUDGE = "Compare the two assistant responses"  # the pairwise judge's instruction (the rater's differs)
 _FIELD = re.compile(r"\[\[ ## (response_a|response_b) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\Z)", re.S)
 
@@ -144,3 +146,56 @@ def test_judge_role_of_the_pool_and_the_judge_option(tmp_path):
     roles = roles_from_pool(pool, max_tokens=32, judge="hosted_vllm/big", judge_api_base="http://127.0.0.1:8/v1")
     assert (roles.judge_name, roles.judge_lm.model, roles.judge_lm.kwargs["temperature"]) == ("hosted_vllm/big", "hosted_vllm/big", 0.0)
     assert roles_from_pool(pool, max_tokens=32, judge="a").judge_name == "a"
+
+
+def _targets() -> dict[str, str]:
+    rows = [json.loads(line) for f in ("en-de_DE.jsonl", "en-ko_KR.jsonl") for line in (WMT / f).read_text(encoding="utf-8").splitlines()]
+    return {r["source"]: r["target"] for r in rows if r["domain"] != "canary"}
+
+
+def scripted_translator(body: dict, index: int) -> str:
+    """Sampling: choice 0 a poor translation, choice 1 the reference; greedy (choice 0) poor; the fusor writes
+    the reference; every other request (the rater) gets the default reply."""
+    system = _system(body)
+    text = json.dumps(body.get("messages"), ensure_ascii=False)
+    source = next((s for s in _targets() if json.dumps(s, ensure_ascii=False)[1:-1] in text), None)
+    if source is None or "impartial" in system:
+        return chat_adapter_reply(body, index)
+    target = _targets()[source]
+    if "draft" in system:  # the fusor
+        return target
+    return target if index == 1 else " ".join(target.split()[:1]) + " xx"
+
+
+def test_wmt_oracle_by_a_chosen_metric_and_fusions_paired_gains_per_language(tmp_path):
+    data = tmp_path / "wmt"
+    data.mkdir()
+    for f in ("en-de_DE.jsonl", "en-ko_KR.jsonl"):
+        shutil.copy(WMT / f, data / f)
+    out = tmp_path / "run"
+    with FakeOpenAIServer(reply=scripted_translator) as server:
+        result = CliRunner().invoke(app, [
+            "eval", "--task", "wmt", "--data", str(data), "--oracle-metric", "bleu", "--n", "2", "--methods", "greedy,bon,fusion,oracle",
+            "--model", "openai/fake", "--api-base", server.api_base, "--out", str(out), "--no-progress", "--limit", "2",
+        ])
+    assert result.exit_code == 0, result.output
+    records = list(iter_records(out / "records.jsonl"))
+    assert len(records) == 4 and all(r["config"]["task_options"] == {"oracle_metric": "bleu"} for r in records)
+    assert "judge" not in records[0]["config"]  # chrF++ and BLEU call no judge
+    for rec in records:
+        oracle = rec["methods"]["oracle"]
+        assert oracle["selection"]["index"] == 1 and oracle["score"] == 1.0  # picked by BLEU, reported by chrF++
+        assert rec["methods"]["fusion"]["score"] == 1.0 and rec["methods"]["greedy"]["score"] < 1.0
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    gains = {(d["versus"], d["language"]): d for d in summary["deltas"]}
+    assert set(gains) == {(m, lang) for m in ("greedy", "bon", "oracle") for lang in ("en-de_DE", "en-ko_KR", "all")}
+    assert gains[("oracle", "all")]["mean"] == 0.0 and gains[("oracle", "all")]["count"] == 4
+    for lang in ("en-de_DE", "en-ko_KR"):
+        greedy = [r for r in records if r["language"] == lang]
+        expected = sum(1.0 - r["methods"]["greedy"]["score"] for r in greedy) / len(greedy)
+        assert abs(gains[("greedy", lang)]["mean"] - expected) < 1e-9 and gains[("greedy", lang)]["mean"] > 0
+    md = (out / "summary.md").read_text(encoding="utf-8")
+    assert "## Fusion's gain per language" in md and "| oracle | 2 | all | +0.000 |" in md
+    assert summary["metric_label"] == "chrF++ (sentence, 0..1)"
+    for png in ("deltas.png", "languages.png"):
+        assert (out / png).stat().st_size > 0
