@@ -8,6 +8,12 @@ a name the tables do not know is kept (lower-cased), so results still split by i
 Gold answers: ``corrected_answer_list`` when the row has a non-empty one, else ``answer_list``. In the
 released data ``answer_list`` still holds the invalid options the corrected list removed (e.g. the
 Hindi and Thai words for "who"), which a lenient fuzzy match would otherwise accept.
+
+Reasoning (the paper scores it with an LLM beside answer accuracy): ``make_task(judge_reasoning=True)``
+(``eval --judge-reasoning``) adds the metric ``reasoning``: a
+:class:`~fusion_dspy.judge.ReasoningJudge` grades each answer's reasoning 1-5 against the accepted
+answers and the row's reference reasoning, reported as ``(grade - 1) / 4`` in 0..1 (none when the
+judge gives no readable grade). The judge is ``judge_lm``, else ``dspy.settings.lm`` (``eval --judge``).
 """
 
 from __future__ import annotations
@@ -22,12 +28,24 @@ import dspy
 
 from fusion_dspy.data import BadRows, read_jsonl
 from fusion_dspy.errors import DataError
+from fusion_dspy.judge import ReasoningJudge
 from fusion_dspy.task import Task
 
 from ._io import Collector, data_files
 from ._languages import code_for_name
 
-__all__ = ["DEFAULT_THRESHOLD", "TASK", "AnswerGeoQuestion", "load", "make_task", "match_score", "metric", "normalize", "normalize_text"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "TASK",
+    "AnswerGeoQuestion",
+    "load",
+    "make_reasoning_metric",
+    "make_task",
+    "match_score",
+    "metric",
+    "normalize",
+    "normalize_text",
+]
 
 DEFAULT_THRESHOLD = 85.0
 _REQUIRED = {"question": str, "answer_list": list, "language": str}
@@ -127,6 +145,20 @@ def make_metric(threshold: float = DEFAULT_THRESHOLD):
 metric = make_metric()
 
 
+def make_reasoning_metric(judge_lm: Any = None):
+    """The reasoning grade in 0..1 (None when the judge gives no readable grade): the prediction's
+    ``reasoning`` and ``answer`` judged against the example's accepted answers and reference reasoning."""
+    judge = ReasoningJudge(lm=judge_lm)
+
+    def reasoning(example: Any, prediction: Any, trace: Any = None) -> float | None:
+        text = prediction.get("reasoning") if isinstance(prediction, dict) else getattr(prediction, "reasoning", None)
+        return judge(question=example.question, accepted_answers=list(example.answers), reasoning=str(text or ""),
+                     answer=_answer(prediction), reference_reasoning=example.get("gold_reasoning")).score
+
+    reasoning.judge = judge  # type: ignore[attr-defined]
+    return reasoning
+
+
 def normalize(answer: Any) -> str | None:
     """The key majority vote counts: the normalised answer text (None if empty)."""
     text = normalize_text(_answer(answer))
@@ -203,8 +235,14 @@ def _example(file: Path, lineno: int, row: dict[str, Any]) -> dspy.Example:
     ).with_inputs("question")
 
 
-def make_task(threshold: float = DEFAULT_THRESHOLD) -> Task:
-    """The GeoFactX task with a fuzzy-match threshold (0..100) for answer correctness."""
+def make_task(threshold: float = DEFAULT_THRESHOLD, judge_reasoning: bool = False, judge_lm: Any = None) -> Task:
+    """The GeoFactX task: answer correctness by fuzzy match at ``threshold`` (0..100), and with
+    ``judge_reasoning`` the reasoning graded by an LLM judge (``judge_lm``, else ``dspy.settings.lm``)."""
+    options: dict[str, Any] = {}
+    if threshold != DEFAULT_THRESHOLD:
+        options["threshold"] = threshold
+    if judge_reasoning:
+        options["judge_reasoning"] = True
     return Task(
         name="geofactx",
         load=load,
@@ -213,8 +251,13 @@ def make_task(threshold: float = DEFAULT_THRESHOLD) -> Task:
         answer_field="answer",
         normalize=normalize,
         has_gold=True,
-        description="GeoFactX geography QA; answer correctness by fuzzy match (rapidfuzz)",
+        description="GeoFactX geography QA; answer correctness by fuzzy match (rapidfuzz)"
+        + ("; reasoning graded 1-5 by an LLM judge" if judge_reasoning else ""),
         extras={"threshold": threshold},
+        extra_metrics={"reasoning": make_reasoning_metric(judge_lm)} if judge_reasoning else {},
+        metric_label="answer accuracy",
+        make=make_task,
+        options=options,
     )
 
 

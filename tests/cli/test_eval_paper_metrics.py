@@ -199,3 +199,48 @@ def test_wmt_oracle_by_a_chosen_metric_and_fusions_paired_gains_per_language(tmp
     assert summary["metric_label"] == "chrF++ (sentence, 0..1)"
     for png in ("deltas.png", "languages.png"):
         assert (out / png).stat().st_size > 0
+
+
+GEOFACTX = Path(__file__).resolve().parents[1] / "programs" / "fixtures" / "geofactx" / "geofact_x_test.jsonl"
+REASONING_JUDGE = "strict grader of reasoning"
+
+
+def reasoning_judge(body: dict, index: int) -> str:
+    """Grades 5 on the English question, 2 on the Hindi one, and writes no grade at all on the Japanese one."""
+    if REASONING_JUDGE not in _system(body):
+        return chat_adapter_reply(body, index)
+    text = str(body["messages"][-1]["content"])
+    if "Woods Hole Oceanographic Institution?" in text.split("[[ ## accepted_answers")[0]:
+        return json.dumps({"analysis": "sound", "score": 5})
+    if "किस संस्थान" in text:
+        return json.dumps({"analysis": "major errors", "score": 2})
+    return json.dumps({"analysis": "I will not grade this."})
+
+
+def test_geofactx_reasoning_grades_are_parsed_recorded_and_averaged(tmp_path):
+    rows = GEOFACTX.read_text(encoding="utf-8").splitlines()
+    data = tmp_path / "geo.jsonl"
+    data.write_text("\n".join(rows[:3]) + "\n", encoding="utf-8")  # English, Hindi, Japanese
+    out = tmp_path / "run"
+    with FakeOpenAIServer(reply=reasoning_judge) as server:
+        result = CliRunner().invoke(app, [
+            "eval", "--task", "geofactx", "--data", str(data), "--judge-reasoning", "--n", "2", "--methods", "greedy,fusion",
+            "--model", "openai/fake", "--api-base", server.api_base, "--out", str(out), "--no-progress",
+        ])
+        graded = [b for b in server.requests if REASONING_JUDGE in _system(b)]
+    assert result.exit_code == 0, result.output
+    records = {r["language"]: r for r in iter_records(out / "records.jsonl")}
+    assert records["en"]["config"]["task_options"] == {"judge_reasoning": True} and records["en"]["config"]["judge"] == "fake"
+    assert records["en"]["methods"]["fusion"]["metrics"] == {"reasoning": 1.0}
+    assert records["hi"]["methods"]["greedy"]["metrics"] == {"reasoning": 0.25}
+    assert records["ja"]["methods"]["fusion"]["metrics"] == {"reasoning": None}  # no readable grade: no score
+    assert all(r["methods"]["fusion"]["status"] == "ok" for r in records.values())  # the accuracy metric stands
+    # one grade per answer, and the unreadable one retried once
+    assert len(graded) == 2 * 2 + 2 * 2
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    rows = {(r["method"], r["language"]): r for r in summary["rows"]}
+    assert rows[("fusion", "en")]["metrics"]["reasoning"] == {"mean": 1.0, "count": 1}
+    assert rows[("fusion", "all")]["metrics"]["reasoning"] == {"mean": 0.625, "count": 2}
+    assert "metrics" not in rows[("fusion", "ja")]
+    md = (out / "summary.md").read_text(encoding="utf-8")
+    assert "| reasoning |" in md and "0.625 (2)" in md
