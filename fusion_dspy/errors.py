@@ -49,8 +49,8 @@ class ServerError(FusionError, RuntimeError):
 
     def __init__(self, message: str, *, name: str | None = None, log_tail: str = ""):
         self.name = name
-        self.log_tail = log_tail
-        text = message
+        self.log_tail = log_tail = redact(log_tail)  # a server may print its own key in its log
+        text = redact(message)
         if log_tail:
             text += "\n--- last lines of the server log ---\n" + log_tail
         super().__init__(text)

@@ -48,12 +48,12 @@ for _name in _SUBCOMMANDS:
 
 def main() -> None:
     """Run the CLI; library errors become one clear line and exit code 2."""
-    from fusion_dspy.errors import FusionError
+    from fusion_dspy.errors import FusionError, redact
 
     try:
         app()
     except FusionError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {redact(str(exc))}", err=True)
         raise SystemExit(2) from None
 
 

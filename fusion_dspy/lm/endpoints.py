@@ -89,8 +89,8 @@ class Endpoint:
                 "(the server's URL, e.g. http://127.0.0.1:8000/v1)"
             )
         for base in (self.api_base, *(b for _, b in self.replicas)):
-            if base and not str(base).startswith(("http://", "https://")):
-                raise ConfigurationError(f"endpoint {self.name!r}: api_base must be an http(s) URL, got {base!r}")
+            if base:
+                check_api_base(base, f"endpoint {self.name!r}")
 
     def key(self, default: str | None = None) -> str | None:
         """The API key itself (only for building a request), or ``default``."""
@@ -111,6 +111,23 @@ class Endpoint:
         from fusion_dspy.lm.factory import lm_for
 
         return lm_for(self, **overrides)
+
+
+def check_api_base(url: Any, where: str) -> str:
+    """``url`` if it is an ``http://`` or ``https://`` URL with a host; else a ConfigurationError naming ``where``.
+
+    Other schemes (``file://``, ``ftp://``) would let a configuration make the endpoint check read
+    local files or talk to other services.
+    """
+    from urllib.parse import urlsplit
+
+    ok = isinstance(url, str)
+    if ok:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and url[: len(parts.scheme) + 3].lower() == parts.scheme + "://"
+    if not ok:
+        raise ConfigurationError(f"{where}: api_base must be an http(s) URL with a host (http://HOST... or https://HOST...), got {url!r}")
+    return url
 
 
 def lm_name(lm: Any) -> str:

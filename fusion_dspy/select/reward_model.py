@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from fusion_dspy.errors import ConfigurationError, EndpointError, is_endpoint_failure
 from fusion_dspy.llm_text import render_fields
+from fusion_dspy.lm.endpoints import check_api_base
 from fusion_dspy.lm.fanout import fan_out
 from fusion_dspy.lm.secrets import Secret, reveal
 from fusion_dspy.types import CandidateSet, Usage
@@ -63,8 +64,7 @@ class RewardModelScorer:
         timeout: float = 60.0,
         max_workers: int = 4,
     ):
-        if not api_base or not api_base.startswith(("http://", "https://")):
-            raise ConfigurationError(f"reward model api_base must be an http(s) URL, got {api_base!r}")
+        check_api_base(api_base, "reward model")
         if route not in ("pooling", "classify"):
             raise ConfigurationError(f"reward model route must be 'pooling' or 'classify', got {route!r}")
         base = api_base.rstrip("/")

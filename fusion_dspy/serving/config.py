@@ -9,6 +9,7 @@ ten-minute model load. Format (YAML; a bare list of models is accepted too)::
       - name: qwen                 # the served model name and the endpoint name
         engine: vllm               # vllm | embedded | url
         model: Qwen/Qwen2.5-0.5B-Instruct
+        api_key: os.environ/QWEN_KEY   # optional: vLLM requires it (passed as VLLM_API_KEY, never on the command line)
         port: 8001
         replicas: 2                # ports 8001 and 8002 (or a list of ports)
         cuda_devices: ["0", "1"]   # optional, CUDA_VISIBLE_DEVICES per replica
@@ -29,13 +30,17 @@ ten-minute model load. Format (YAML; a bare list of models is accepted too)::
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.errors import ConfigurationError, register_secret
+from fusion_dspy.lm.endpoints import check_api_base
+from fusion_dspy.lm.secrets import ENV_PREFIX, Secret
 
 ENGINES = ("vllm", "embedded", "url")
 ROLES = ("teacher", "fusor", "rater", "reward")
@@ -57,6 +62,7 @@ VLLM_ARGS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "convert": ("--convert", str),
     "chat_template": ("--chat-template", str),
 }
+SECRET_FLAG_WORDS = ("key", "token", "secret", "password")  # a flag naming one of these carries a secret value
 EMBEDDED_ARGS: dict[str, type] = {"n_ctx": int, "n_parallel": int, "n_threads": int}
 _MODEL_KEYS = {
     "name",
@@ -87,7 +93,9 @@ class ModelSpec:
         args: engine arguments (see ``VLLM_ARGS`` / ``EMBEDDED_ARGS``), without ``extra``.
         extra: raw flags appended to the vLLM command line.
         api_bases: for ``url``: one base URL per replica.
-        api_key: for ``url``: key or ``os.environ/NAME``.
+        api_key: ``os.environ/NAME`` as a :class:`~fusion_dspy.lm.secrets.Secret` (resolved): for
+            ``url``, the remote server's key; for ``vllm``, the key the server requires. Written to the
+            endpoints file as the reference, never as the key.
         cuda_devices: CUDA_VISIBLE_DEVICES per replica (vllm), or empty.
         env: extra environment variables for every replica's process.
     """
@@ -100,7 +108,7 @@ class ModelSpec:
     args: Mapping[str, Any] = field(default_factory=dict)
     extra: tuple[str, ...] = ()
     api_bases: tuple[str, ...] = ()
-    api_key: str | None = None
+    api_key: Secret | None = None
     cuda_devices: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
 
@@ -227,20 +235,17 @@ def _parse_model(raw: Any, index: int, source: str) -> ModelSpec:
         if not bases:
             raise ConfigurationError(f"{where}: engine url needs 'api_base' (one URL, or a list for replicas)")
         for b in bases:
-            if not isinstance(b, str) or not b.startswith(("http://", "https://")):
-                raise ConfigurationError(f"{where}: api_base must be an http(s) URL, got {b!r}")
+            check_api_base(b, where)
         if "/" not in model:
             raise ConfigurationError(
                 f"{where}: model must be a LiteLLM model string such as openai/NAME, got {model!r}"
             )
-        api_key = raw.get("api_key")
         return ModelSpec(name=name, engine=engine, model=model, ports=(), roles=roles, api_bases=bases,
-                         api_key=None if api_key is None else str(api_key))
-    for key in ("api_base", "api_key"):
-        if raw.get(key) is not None:
-            raise ConfigurationError(
-                f"{where}: '{key}' applies to engine url only; {engine} servers get theirs at launch"
-            )
+                         api_key=_api_key(raw.get("api_key"), where))
+    if raw.get("api_base") is not None:
+        raise ConfigurationError(f"{where}: 'api_base' applies to engine url only; {engine} servers get theirs at launch")
+    if raw.get("api_key") is not None and engine != "vllm":
+        raise ConfigurationError(f"{where}: 'api_key' applies to engines vllm and url (the embedded server listens on loopback only)")
     args, extra = _parse_args(raw.get("args"), engine, where)
 
     ports = _parse_ports(raw.get("port"), raw.get("replicas"), where)
@@ -263,9 +268,43 @@ def _parse_model(raw: Any, index: int, source: str) -> ModelSpec:
         roles=roles,
         args=args,
         extra=extra,
+        api_key=_api_key(raw.get("api_key"), where),
         cuda_devices=tuple(str(d) for d in devices),
         env={k: str(v) for k, v in env.items()},
     )
+
+
+def _register_flag_secrets(flags: list[str]) -> None:
+    """Values of ``--api-key``-like flags in ``extra`` become known secrets, redacted from messages and logs."""
+    for i, flag in enumerate(flags):
+        name, eq, value = flag.partition("=")
+        if name.startswith("--") and any(w in name.lower() for w in SECRET_FLAG_WORDS):
+            if eq:
+                register_secret(value)
+            elif i + 1 < len(flags):
+                register_secret(flags[i + 1])
+
+
+def _api_key(value: Any, where: str) -> Secret | None:
+    """``api_key: os.environ/NAME``, resolved now; a key written in the file is refused (it would be copied to the endpoints file)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(ENV_PREFIX):
+        raise ConfigurationError(
+            f"{where}: api_key must name an environment variable as os.environ/NAME (a key written in the "
+            "configuration would be copied into the endpoints file and the logs); export NAME=... instead"
+        )
+    return Secret.from_config(value, where=f"{where}: api_key")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback interface only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _parse_port(value: Any, where: str) -> int:
@@ -304,9 +343,13 @@ def _parse_args(raw: Any, engine: str, where: str) -> tuple[dict[str, Any], tupl
     args = dict(raw)
     extra = args.pop("extra", None) or []
     if isinstance(extra, str):
-        extra = extra.split()
+        try:
+            extra = shlex.split(extra)  # shell rules: quoted values keep their spaces
+        except ValueError as exc:
+            raise ConfigurationError(f"{where}: args.extra cannot be split like a shell command line ({exc})") from None
     if not isinstance(extra, list) or not all(isinstance(x, (str, int, float)) for x in extra):
-        raise ConfigurationError(f"{where}: args.extra must be a list of command-line flags, got {extra!r}")
+        raise ConfigurationError(f"{where}: args.extra must be a list of command-line flags, got a {type(extra).__name__}")
+    _register_flag_secrets([str(x) for x in extra])
     if extra and engine != "vllm":
         raise ConfigurationError(f"{where}: args.extra applies to engine vllm only")
     known: Mapping[str, Any] = VLLM_ARGS if engine == "vllm" else EMBEDDED_ARGS

@@ -29,9 +29,9 @@ from typing import Any
 
 from fusion_dspy.errors import ConfigurationError, ServerError
 from fusion_dspy.lm.endpoints import Endpoint, Pool, endpoints_from_model_list, model_list_of
-from fusion_dspy.serving.config import ModelSpec, ServeConfig, load_serve_config, parse_serve_config
+from fusion_dspy.serving.config import ModelSpec, ServeConfig, is_loopback, load_serve_config, parse_serve_config
 from fusion_dspy.serving.ports import free_port, port_is_free
-from fusion_dspy.serving.vllm import VLLMServer, find_vllm
+from fusion_dspy.serving.vllm import VLLMServer, find_vllm, has_api_key
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +174,15 @@ def launch(
     vllm_models = [m for m in cfg.models if m.engine == "vllm"]
     vllm_exe = find_vllm(executable) if vllm_models else None
     ports = _resolve_ports(cfg)
+    in_extra = [m.name for m in vllm_models if m.api_key is None and has_api_key(m)]
+    if in_extra:
+        logger.warning("%s: model(s) %s get --api-key in args.extra: it shows in the process list and is not written to "
+                       "the endpoints file; use api_key: os.environ/NAME instead", cfg.source, ", ".join(in_extra))
+    open_to_all = [m.name for m in vllm_models if not has_api_key(m)]
+    if open_to_all and not is_loopback(cfg.host):
+        logger.warning("%s: vLLM model(s) %s listen on %s without an api_key: anyone who can reach this machine can "
+                       "use them; set api_key: os.environ/NAME for each, or host: 127.0.0.1",
+                       cfg.source, ", ".join(open_to_all), cfg.host)
     log_dir = cfg.log_dir or Path(tempfile.mkdtemp(prefix="fusion-dspy-serve-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     deployment = Deployment(config=cfg, log_dir=log_dir)
@@ -258,7 +267,7 @@ def _model_list(cfg: ServeConfig, servers: list[Any]) -> list[dict[str, Any]]:
             mine = [s for s in servers if getattr(s, "fd_name", None) == m.name or getattr(s, "name", None) == m.name]
             bases = tuple(s.api_base for s in mine)
             if m.engine == "vllm":
-                model, api_key, context = f"hosted_vllm/{m.name}", None, m.args.get("max_model_len")
+                model, api_key, context = f"hosted_vllm/{m.name}", m.api_key, m.args.get("max_model_len")
             else:
                 model, api_key = "openai/embedded", "local"
                 context = mine[0].n_ctx // mine[0].n_parallel

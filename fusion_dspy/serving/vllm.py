@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_dspy.errors import ConfigurationError, ServerError
-from fusion_dspy.serving.config import VLLM_ARGS, ModelSpec
+from fusion_dspy.serving.config import SECRET_FLAG_WORDS, VLLM_ARGS, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,32 @@ def vllm_command(spec: ModelSpec, *, port: int, host: str = "127.0.0.1", executa
         executable, "serve", spec.model, "--host", host, "--port", str(port), "--served-model-name", spec.name,
         *vllm_args(spec),
     ]
+
+
+def _is_secret_flag(flag: str) -> bool:
+    """Flags whose value is a secret (``--api-key``, ``--hf-token``, ...); their values never reach a log line."""
+    return flag.startswith("--") and any(word in flag.lower() for word in SECRET_FLAG_WORDS)
+
+
+def redacted_command(command: list[str]) -> str:
+    """``command`` as one line for a log, with the value of any ``--*key*``/``--*token*`` flag replaced by ``***``."""
+    out: list[str] = []
+    hide_next = False
+    for arg in command:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+        elif "=" in arg and _is_secret_flag(arg.split("=", 1)[0]):
+            out.append(arg.split("=", 1)[0] + "=***")
+        else:
+            out.append(arg)
+            hide_next = _is_secret_flag(arg)
+    return " ".join(out)
+
+
+def has_api_key(spec: ModelSpec) -> bool:
+    """Whether the server will require a key: the ``api_key`` setting, or ``--api-key`` in ``extra``."""
+    return spec.api_key is not None or any(x.split("=", 1)[0] == "--api-key" for x in spec.extra)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -142,7 +168,9 @@ class VLLMServer:
         env = {**os.environ, **self.spec.env}
         if self.spec.cuda_devices:
             env["CUDA_VISIBLE_DEVICES"] = self.spec.cuda_devices[self.replica]
-        logger.info("starting %s: %s (log %s)", self.label, " ".join(self.command), self.log_path)
+        if self.spec.api_key is not None:  # vLLM reads it; on the command line any local user could see it
+            env["VLLM_API_KEY"] = self.spec.api_key.reveal()
+        logger.info("starting %s: %s (log %s)", self.label, redacted_command(self.command), self.log_path)
         main_thread = threading.current_thread() is threading.main_thread()
         self._proc = subprocess.Popen(
             self.command,

@@ -3,7 +3,8 @@
 ``write_fake_vllm(directory)`` writes an executable ``vllm`` there (shebang: this interpreter) that
 runs :func:`main`. ``vllm serve MODEL --port P --served-model-name NAME ...`` then:
 
-- appends ``{"argv", "pid", "child_pid", "cuda_visible_devices"}`` as a JSON line to ``$FAKE_VLLM_RECORD``;
+- appends ``{"argv", "pid", "child_pid", "cuda_visible_devices", "vllm_api_key"}`` as a JSON line to ``$FAKE_VLLM_RECORD``;
+- like vLLM, requires ``Authorization: Bearer KEY`` (except on /health) when ``$VLLM_API_KEY`` or ``--api-key`` is set;
 - exits with an error at start if NAME is in ``$FAKE_VLLM_FAIL`` (comma-separated);
 - never becomes healthy if NAME is in ``$FAKE_VLLM_HANG``;
 - with ``$FAKE_VLLM_CHILD=1`` starts a child process, as vLLM starts engine workers, and leaves
@@ -54,6 +55,7 @@ def main(argv: list[str]) -> int:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--served-model-name", default=None)
+    serve.add_argument("--api-key", default=None)
     args, _unknown = parser.parse_known_args(argv)
     name = args.served_model_name or args.model
 
@@ -67,6 +69,7 @@ def main(argv: list[str]) -> int:
             "pid": os.getpid(),
             "child_pid": child.pid if child else None,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "vllm_api_key": os.environ.get("VLLM_API_KEY"),
         }
         with open(record, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(line) + "\n")
@@ -94,7 +97,7 @@ def main(argv: list[str]) -> int:
 
     delay = float(os.environ.get("FAKE_VLLM_DELAY", "0"))
     time.sleep(delay)
-    with FakeOpenAIServer(reply, port=args.port, model_name=name):
+    with FakeOpenAIServer(reply, port=args.port, model_name=name, api_key=args.api_key or os.environ.get("VLLM_API_KEY")):
         print(f"INFO fake vllm: Application startup complete on port {args.port}", flush=True)
         stop.wait()
     print("INFO fake vllm: shutting down", flush=True)

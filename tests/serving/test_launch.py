@@ -19,22 +19,7 @@ from fusion_dspy.lm.endpoints import load_pool
 from fusion_dspy.serving.config import parse_serve_config
 from fusion_dspy.serving.launch import Interrupted, launch, serve_config
 from fusion_dspy.serving.ports import free_port
-from tests.fakes.fake_vllm import REPO, write_fake_vllm
-
-
-@pytest.fixture()
-def fake_vllm(tmp_path, monkeypatch):
-    """The fake ``vllm`` first on PATH; returns the file where it records each start."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    write_fake_vllm(bin_dir)
-    record = tmp_path / "vllm-starts.jsonl"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_VLLM_RECORD", str(record))
-    monkeypatch.setenv("FAKE_VLLM_CHILD", "1")  # each fake server starts a worker, like vLLM
-    monkeypatch.delenv("FAKE_VLLM_FAIL", raising=False)
-    monkeypatch.delenv("FAKE_VLLM_HANG", raising=False)
-    return record
+from tests.fakes.fake_vllm import REPO
 
 
 def _starts(record: Path) -> list[dict]:
