@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_dspy.aggregate.registry import BON, FUSION, GREEDY
-from fusion_dspy.errors import EndpointError, FusionError, first_line
+from fusion_dspy.errors import EndpointError, FusionError, first_line, is_endpoint_failure
 from fusion_dspy.eval.plan import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_TOKENS,
@@ -207,8 +207,6 @@ class _Worker:
 
         try:
             return run_greedy(program, inputs, self.roles.greedy_lm)
-        except EndpointError:
-            raise  # a server that did not answer fails the example, so a rerun retries it
         except Exception as exc:  # noqa: BLE001 - a failed baseline is recorded, the example goes on
             return _failed(exc)
 
@@ -230,10 +228,9 @@ class _Worker:
             return {}
         try:
             results = self.aggregators.run(cset, wanted, example)
-        except EndpointError:
-            raise  # a server that did not answer fails the example, so a rerun retries it
         except Exception as exc:  # noqa: BLE001 - isolate the method that failed
-            logger.info("aggregation failed (%s); running the methods one by one", exc)
+            _raise_endpoint_failure(exc)
+            logger.info("aggregation failed (%s); running the methods one by one", first_line(exc))
             results = {}
             for method in wanted:
                 try:
@@ -249,7 +246,7 @@ class _Worker:
         try:
             score = float(self.task.metric(example, prediction))
         except Exception as exc:  # noqa: BLE001 - a metric that cannot score this output fails the method
-            return {**_jsonable(result), **_failed(exc, "metric")}
+            return {**_jsonable(result), **_failed(exc, "metric")}  # a dead judge raises instead (_failed)
         scored = {**_jsonable(result), "status": "ok", "score": score}
         if self.task.extra_metrics:
             scored["metrics"] = {name: _extra_score(name, fn, example, prediction) for name, fn in self.task.extra_metrics.items()}
@@ -257,19 +254,32 @@ class _Worker:
 
 
 
+def _raise_endpoint_failure(exc: BaseException) -> None:
+    """Re-raise ``exc`` as an EndpointError when a server failed (down, 5xx, auth): the example fails and a rerun retries it.
+
+    Only unusable *output* becomes a failed method. LiteLLM's own exceptions (a task's metric that
+    calls an LM directly) count as well as ours, by :func:`~fusion_dspy.errors.is_endpoint_failure`.
+    """
+    if isinstance(exc, EndpointError):
+        raise exc
+    if is_endpoint_failure(exc):
+        raise EndpointError(f"a server did not answer: {first_line(exc)}") from exc
+
+
 def _extra_score(name: str, fn: Callable[..., Any], example: Any, prediction: Any) -> float | None:
     """A further metric's score (None when it gives none); a server that is down fails the example."""
     try:
         value = fn(example, prediction)
-    except EndpointError:
-        raise
     except Exception as exc:  # noqa: BLE001 - a further metric that fails leaves this score empty, the method stands
+        _raise_endpoint_failure(exc)
         logger.warning("metric %r failed: %s", name, first_line(exc))
         return None
     return None if value is None else float(value)
 
 
 def _failed(exc: BaseException, stage: str = "method") -> dict[str, Any]:
+    """A method's failure as recorded; a server failure is never one (:func:`_raise_endpoint_failure`)."""
+    _raise_endpoint_failure(exc)
     return {"status": "failed", "error": f"{stage}: {first_line(exc, 500)}"[:500]}
 
 
