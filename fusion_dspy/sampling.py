@@ -223,7 +223,7 @@ def _draw_with_n(predictor: dspy.Predict, inputs: dict[str, Any], d: _Draw, offs
     seconds = time.perf_counter() - started
     total = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=seconds, calls=1)
     texts = [(output.get("text") if isinstance(output, dict) else output) or "" for output in outputs]
-    shares = _split(total, texts)
+    shares = split_usage(total, texts)
     return [_parse_candidate(adapter, signature, text, d.name, i, shares[i]) for i, text in enumerate(texts)]
 
 
@@ -272,7 +272,7 @@ def _only(values: Mapping[str, Any], signature: Any) -> dict[str, Any]:
     return {k: values.get(k) for k in signature.output_fields}
 
 
-def _split(total: Usage, texts: list[str]) -> list[Usage]:
+def split_usage(total: Usage, texts: list[str]) -> list[Usage]:
     """Share one ``n``-request's usage between its choices; the first carries the call.
 
     The prompt is shared evenly. Completion tokens go to each choice in proportion to its length.

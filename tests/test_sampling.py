@@ -170,16 +170,16 @@ def test_candidate_set_round_trips_through_json():
 
 
 def test_usage_split_corrects_servers_that_count_one_choice():
-    from fusion_dspy.sampling import _split
+    from fusion_dspy.sampling import split_usage
     from fusion_dspy.types import Usage
 
     texts = ["a" * 200, "b" * 200, "c" * 100, "d" * 300]
     # llama.cpp style: 50 completion tokens reported for four choices -> scaled by length
-    under = _split(Usage(40, 50, 2.0, 1), texts)
+    under = split_usage(Usage(40, 50, 2.0, 1), texts)
     assert sum(u.completion_tokens for u in under) == 200 and under[3].completion_tokens == 75
     assert sum(u.prompt_tokens for u in under) == 40 and sum(u.calls for u in under) == 1
     # a server that counts every choice (vLLM) is left alone
-    full = _split(Usage(40, 200, 2.0, 1), texts)
+    full = split_usage(Usage(40, 200, 2.0, 1), texts)
     assert sum(u.completion_tokens for u in full) == 200
 
 

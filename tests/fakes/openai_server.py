@@ -2,12 +2,14 @@
 
 It runs on 127.0.0.1 in a background thread and answers:
 
-- ``POST /v1/chat/completions`` (honours ``n``; returns ``usage``),
+- ``POST /v1/chat/completions`` (honours ``n``; returns ``usage``; ``stream: true`` sends server-sent
+  events word by word, ``token_delay`` apart, with a usage chunk when ``stream_options`` asks),
 - ``POST /v1/completions`` (minimal),
 - ``GET /health`` and ``GET /v1/models``,
 - vLLM's reward-model endpoints ``POST /pooling``, ``/classify`` and ``/score`` (also under ``/v1``).
 
-Replies are scripted with ``reply`` (a string, or ``reply(body, choice_index) -> str``); the default
+Replies are scripted with ``reply`` (a string, or ``reply(body, choice_index) -> str``, or a dict
+``{"content": ..., "tool_calls": [{"name": ..., "arguments": {...}}]}`` for a tool call); the default
 reply fills every output field a DSPy ChatAdapter system message asks for, so
 ``dspy.Predict("question -> answer")`` works against it. Faults are injected with a seeded RNG
 (``fail_rate``, ``delay_rate``), so tests of retries and routing are reproducible.
@@ -15,6 +17,9 @@ reply fills every output field a DSPy ChatAdapter system message asks for, so
 Example:
     >>> with FakeOpenAIServer(reply="[[ ## answer ## ]]\\n4\\n\\n[[ ## completed ## ]]") as server:  # doctest: +SKIP
     ...     lm = dspy.LM("openai/fake", api_base=server.api_base, api_key="x", engine="litellm")
+
+A client that goes away before its answer is complete (while the server waits or streams) is
+counted in ``cancelled``; ``in_flight`` says how many requests are being handled now.
 
 Why one file over 400 lines: one fake server is one class and its request handler, each endpoint a
 short method; tests import it whole, and the routes read best side by side.
@@ -26,6 +31,7 @@ import json
 import math
 import random
 import re
+import select
 import socket
 import threading
 import time
@@ -34,7 +40,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Reply = str | Callable[[dict, int], str]
+Reply = str | dict | Callable[[dict, int], str | dict]
 Reward = Callable[[str], float]
 
 _OUTPUT_FIELDS_BLOCK = re.compile(r"Your output fields are:\s*\n(.*?)(?:\n\s*\n|All interactions|\Z)", re.S)
@@ -125,13 +131,15 @@ class FakeOpenAIServer:
         model_name: the name ``/v1/models`` lists and responses carry.
         finish_reason: what every choice reports (``length`` simulates an answer cut at max_tokens).
         tokenize_chars: serve llama.cpp's ``POST /tokenize``, one token per this many characters (None: no route).
-        api_key: when set, every route but ``/health`` answers 401 unless the request carries
-            ``Authorization: Bearer <api_key>`` (as ``vllm serve --api-key`` does).
+        token_delay: seconds per generated word, as a decoder takes them (streamed: between chunks;
+            otherwise before the whole answer); a client that disconnects meanwhile is noticed.
 
     Attributes:
         requests: JSON bodies received on POST endpoints, in arrival order (``"_path"`` added).
         calls: number of POST requests answered (including injected failures).
         in_flight_max: the largest number of requests handled at the same time.
+        in_flight: requests being handled now.
+        cancelled: requests whose client disconnected before the answer was complete.
     """
 
     def __init__(
@@ -148,7 +156,7 @@ class FakeOpenAIServer:
         model_name: str = "fake",
         finish_reason: str = "stop",
         tokenize_chars: float | None = None,
-        api_key: str | None = None,
+        token_delay: float = 0.0,
     ):
         for label, rate in (("fail_rate", fail_rate), ("delay_rate", delay_rate)):
             if not 0.0 <= rate <= 1.0:
@@ -163,14 +171,14 @@ class FakeOpenAIServer:
         self.model_name = model_name
         self.finish_reason = finish_reason
         self.tokenize_chars = tokenize_chars
-        self.api_key = api_key
-        self.authorizations: list[str] = []  # the Authorization header of every request, in arrival order
+        self.token_delay = token_delay
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._requests: list[dict] = []
         self._calls = 0
         self._in_flight = 0
         self._in_flight_max = 0
+        self._cancelled = 0
         self._connections: set[socket.socket] = set()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -245,12 +253,23 @@ class FakeOpenAIServer:
         with self._lock:
             return self._in_flight_max
 
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def cancelled(self) -> int:
+        with self._lock:
+            return self._cancelled
+
     def reset(self) -> None:
         """Forget received requests and counters."""
         with self._lock:
             self._requests.clear()
             self._calls = 0
             self._in_flight_max = 0
+            self._cancelled = 0
 
     # -- used by the handler -------------------------------------------------------------------
     def _enter(self, path: str, body: dict) -> tuple[bool, bool]:
@@ -268,8 +287,27 @@ class FakeOpenAIServer:
         with self._lock:
             self._in_flight -= 1
 
+    def _message(self, body: dict, index: int) -> dict:
+        """The assistant message of choice ``index``: ``content`` and, for a scripted tool call, ``tool_calls``."""
+        value = self.reply(body, index) if callable(self.reply) else self.reply
+        if not isinstance(value, dict):
+            return {"role": "assistant", "content": str(value)}
+        calls = [
+            {"id": f"call_{index}_{k}", "type": "function",
+             "function": {"name": c["name"], "arguments": c["arguments"] if isinstance(c["arguments"], str) else json.dumps(c["arguments"])}}
+            for k, c in enumerate(value.get("tool_calls") or [])
+        ]
+        message: dict[str, Any] = {"role": "assistant", "content": value.get("content")}
+        if calls:
+            message["tool_calls"] = calls
+        return message
+
     def _text(self, body: dict, index: int) -> str:
-        return self.reply(body, index) if callable(self.reply) else str(self.reply)
+        return self._message(body, index).get("content") or ""
+
+    def _cancel(self) -> None:
+        with self._lock:
+            self._cancelled += 1
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -297,20 +335,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _refused(self, path: str) -> bool:
-        """Record the Authorization header; answer 401 (and return True) when a key is required and missing."""
-        auth = self.headers.get("Authorization") or ""
-        with self.fake._lock:
-            self.fake.authorizations.append(auth)
-        if self.fake.api_key is None or path in ("/health", "/v1/health") or auth == f"Bearer {self.fake.api_key}":
-            return False
-        self._send(401, _error("Unauthorized", "authentication_error", 401))
-        return True
-
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?")[0].rstrip("/")
-        if self._refused(path):
-            return
         if path in ("/health", "/v1/health"):
             self.send_response(200)
             self.send_header("Content-Length", "0")
@@ -329,8 +355,6 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(length) or b"{}")
         except json.JSONDecodeError as exc:
             self._send(400, _error(f"invalid JSON body: {exc}", "invalid_request_error", 400))
-            return
-        if self._refused(path):
             return
         routes = {
             "/v1/chat/completions": self._chat,
@@ -354,32 +378,111 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fail, delay = self.fake._enter(path, body)
         try:
-            if delay:
-                time.sleep(self.fake.delay_seconds)
+            if delay and not self._wait(self.fake.delay_seconds):
+                return
             if fail:
                 status = self.fake.fail_status
                 self._send(status, _error("injected failure", "server_error", status))
                 return
-            self._send(200, handler(body))
+            if handler == self._chat and body.get("stream"):
+                self._stream_chat(body)
+                return
+            payload = handler(body)
+            if handler == self._chat and self.fake.token_delay:  # decoding time, as a real server spends it
+                words = payload["usage"]["completion_tokens"]
+                if not self._wait(words * self.fake.token_delay):
+                    return
+            self._send(200, payload)
         except Exception as exc:  # noqa: BLE001 - a bug in a scripted reply: answer 500 with the reason, keep serving
             self._send(500, _error(f"fake server error: {type(exc).__name__}: {exc}", "server_error", 500))
         finally:
             self.fake._leave()
 
+    def _client_gone(self) -> bool:
+        """Whether the client closed its connection (readable with nothing to read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep ``seconds``, watching the client; False (and counted as cancelled) when it went away."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._client_gone():
+                self.fake._cancel()
+                self.close_connection = True
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            time.sleep(min(left, 0.02))
+
+    def _stream_chat(self, body: dict) -> None:
+        """Server-sent events as OpenAI streams them: the role, the content word by word, the finish, usage."""
+        n = int(body.get("n") or 1)
+        messages = [self.fake._message(body, i) for i in range(n)]
+        head = {"id": "chatcmpl-" + uuid.uuid4().hex[:12], "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": body.get("model") or self.fake.model_name}
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+        def event(choices: list[dict], **extra: Any) -> bool:
+            try:
+                self.wfile.write(b"data: " + json.dumps({**head, "choices": choices, **extra}).encode() + b"\n\n")
+                self.wfile.flush()
+                return True
+            except OSError:
+                self.fake._cancel()
+                return False
+
+        if not event([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(n)]):
+            return
+        completion_tokens = 0
+        for i, message in enumerate(messages):
+            pieces = re.findall(r"\s*\S+", message.get("content") or "")
+            for piece in pieces:
+                if self.fake.token_delay and not self._wait(self.fake.token_delay):
+                    return
+                completion_tokens += 1
+                if not event([{"index": i, "delta": {"content": piece}, "finish_reason": None}]):
+                    return
+            for k, call in enumerate(message.get("tool_calls") or []):
+                if not event([{"index": i, "delta": {"tool_calls": [{"index": k, **call}]}, "finish_reason": None}]):
+                    return
+            finish = "tool_calls" if message.get("tool_calls") else self.fake.finish_reason
+            if not event([{"index": i, "delta": {}, "finish_reason": finish}]):
+                return
+        if (body.get("stream_options") or {}).get("include_usage"):
+            prompt_tokens = _words(_message_text(body.get("messages") or []))
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+            if not event([], usage=usage):
+                return
+        try:
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except OSError:
+            self.fake._cancel()
+
     # -- endpoints -----------------------------------------------------------------------------
     def _chat(self, body: dict) -> dict:
         n = int(body.get("n") or 1)
-        texts = [self.fake._text(body, i) for i in range(n)]
+        messages = [self.fake._message(body, i) for i in range(n)]
         prompt_tokens = _words(_message_text(body.get("messages") or []))
-        completion_tokens = sum(_words(t) for t in texts)
+        completion_tokens = sum(_words(m.get("content") or "") for m in messages)
         return {
             "id": "chatcmpl-" + uuid.uuid4().hex[:12],
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model") or self.fake.model_name,
             "choices": [
-                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": self.fake.finish_reason, "logprobs": None}
-                for i, t in enumerate(texts)
+                {"index": i, "message": m, "logprobs": None,
+                 "finish_reason": "tool_calls" if m.get("tool_calls") else self.fake.finish_reason}
+                for i, m in enumerate(messages)
             ],
             "usage": {
                 "prompt_tokens": prompt_tokens,
