@@ -20,7 +20,8 @@ def test_serve_fusion_over_a_pool_file(tmp_path):
     key = "sk-served-by-test-123"
     with FakeOpenAIServer(scripted()) as fake:
         pool = tmp_path / "pool.yaml"
-        pool.write_text(yaml.safe_dump({"model_list": [{"model_name": "fake", "litellm_params": {"model": "openai/fake", "api_base": fake.api_base}}]}))
+        entry = {"model_name": "fake", "litellm_params": {"model": "openai/fake", "api_base": fake.api_base}}
+        pool.write_text(yaml.safe_dump({"model_list": [entry]}))
         port = free_port()
         env = {**os.environ, "GATEWAY_TEST_KEY": key}
         cmd = [sys.executable, "-m", "fusion_dspy.cli.main", "serve", "--fusion", "--pool", str(pool), "--port", str(port),
