@@ -175,7 +175,7 @@ def sample_candidates(
     cset = CandidateSet(dict(inputs), tuple(candidates), fields, Usage(usage.prompt_tokens, usage.completion_tokens, seconds, usage.calls))
     if not cset.ok:
         errors = "; ".join(f"{c.model}#{c.sample}: {c.error}" for c in candidates[:4])
-        if candidates and all((c.error or "").startswith(_ENDPOINT_MARK) for c in candidates):
+        if candidates and all((c.error or "").startswith(ENDPOINT_FAILURE_MARK) for c in candidates):
             names = sorted({c.model for c in candidates})
             raise EndpointSamplingError(f"all {len(candidates)} samples failed: no endpoint answered ({errors})", endpoint=", ".join(names))
         raise SamplingError(f"all {len(candidates)} samples failed ({errors})")
@@ -294,9 +294,9 @@ def split_usage(total: Usage, texts: list[str]) -> list[Usage]:
     return usages
 
 
-_ENDPOINT_MARK = "endpoint failure: "  # prefixes the error of a sample whose server did not answer
+ENDPOINT_FAILURE_MARK = "endpoint failure: "  # prefixes the error of a sample whose server did not answer
 
 
 def _describe(exc: BaseException) -> str:
-    mark = _ENDPOINT_MARK if is_endpoint_failure(exc) else ""
+    mark = ENDPOINT_FAILURE_MARK if is_endpoint_failure(exc) else ""
     return f"{mark}{first_line(exc, 500)}"[:500]

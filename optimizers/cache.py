@@ -22,10 +22,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.errors import ConfigurationError, EndpointSamplingError
 from fusion_dspy.lm import lm_name
 from fusion_dspy.records import RecordStore, record_id
-from fusion_dspy.sampling import sample_candidates
+from fusion_dspy.sampling import ENDPOINT_FAILURE_MARK, sample_candidates
 from fusion_dspy.types import Candidate, CandidateSet, Usage
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,10 @@ class CandidateCache:
                 program, inputs, pool={name: lm}, samples_per_model=n - have, temperature=temperature, rollout_offset=have,
             )
             self.drawn = self.drawn + fresh.usage
+            down = [c for c in fresh.candidates if c.error and c.error.startswith(ENDPOINT_FAILURE_MARK)]
+            if down:  # never cache an outage: the samples would stand in for the model's answers for ever
+                raise EndpointSamplingError(f"{len(down)} of {len(fresh.candidates)} samples of {name} failed because the server "
+                                            f"did not answer ({down[0].error})", endpoint=name)
             shifted = [Candidate(c.index, c.model, have + c.sample, c.outputs, c.usage, c.error, c.raw, c.parse) for c in fresh.candidates]
             grown = combine([pool, CandidateSet(fresh.inputs, tuple(shifted), fresh.output_fields, fresh.usage)] if pool else [fresh])
             grown = CandidateSet(grown.inputs, grown.candidates, grown.output_fields, sum((c.usage for c in grown.candidates), Usage()))

@@ -12,7 +12,7 @@ from typing import Any
 import dspy
 
 from fusion_dspy.aggregate import Aggregators, fusor_for, needs_of
-from fusion_dspy.errors import SamplingError
+from fusion_dspy.errors import SamplingError, is_endpoint_failure
 from fusion_dspy.fuse import Fusor
 from fusion_dspy.lm import fan_out
 from fusion_dspy.select import LLMRater
@@ -85,7 +85,9 @@ def _evaluate_example(ctx: SearchContext, config: TrialConfig, example: Any) -> 
     try:
         cset = ctx.candidates.pool_set(ctx.program, example, teachers, n=config.n, temperature=config.temperature)
     except SamplingError as exc:
-        logger.warning("example %s: no candidate could be sampled (%s); scored 0", example.get("id"), exc)
+        if is_endpoint_failure(exc):
+            raise  # a server that did not answer says nothing about the configuration: the trial fails
+        logger.warning("example %s: no usable candidate was sampled (%s); scored 0", example.get("id"), exc)
         return 0.0, 0, Usage(), Usage(), False, True
     aggregator_lm = ctx.models.aggregator(config.aggregator) if config.aggregator else None
     key = ResultCache.key(config.method, aggregator_lm, cset, str(example.get("id")))

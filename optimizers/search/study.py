@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.errors import ConfigurationError, EndpointError, first_line, is_endpoint_failure
 from fusion_dspy.records import record_id
 from fusion_dspy.task import Task
 from fusion_dspy.types import Usage
@@ -166,7 +166,13 @@ def run_search(
         task, list(examples), models, CandidateCache(cache_path or out / "candidates.jsonl", task_name=task.name),
         ResultCache(out / "aggregations.jsonl"), num_threads=num_threads, batch_size=batch_size, seed=seed,
     )
-    study.optimize(lambda trial: _objective(trial, ctx, space, objective), n_trials=trials)
+    try:
+        study.optimize(lambda trial: _objective(trial, ctx, space, objective), n_trials=trials)
+    except EndpointError as exc:  # Optuna has marked the trial FAIL; nothing was learnt from the outage
+        raise EndpointError(
+            f"a server did not answer during a trial, so the trial is FAIL in study {study_name!r} (not scored): {first_line(exc)}; "
+            "rerun the same command once the server answers (the study resumes)", endpoint=exc.endpoint, api_base=exc.api_base,
+        ) from exc
 
     best, chosen = pick(study, objective)
     result = SearchResult(study, objective, space, best, chosen, trials, ctx.candidates.drawn)
@@ -197,7 +203,12 @@ def _objective(trial: Any, ctx: SearchContext, space: SearchSpace, objective: Ob
             trial.set_user_attr("pruned_because", f"metric {score.metric:.3f} after {done} examples is below the median")
             raise optuna.TrialPruned()
 
-    score = evaluate_config(ctx, config, on_batch=on_batch)
+    try:
+        score = evaluate_config(ctx, config, on_batch=on_batch)
+    except Exception as exc:
+        if is_endpoint_failure(exc) and not isinstance(exc, EndpointError):  # LiteLLM's own (a metric calling an LM)
+            raise EndpointError(first_line(exc)) from exc
+        raise  # Optuna marks the trial FAIL
     _record(trial, score, objective)
     if objective.kind == "pareto":
         return score.metric, score.tokens_per_example
