@@ -51,6 +51,10 @@ def open_pool(
     if the_pool is not None:
         if check_timeout is not None:
             check_pool(the_pool, check_timeout)
+            if the_pool.reward_model:  # /models may answer while the reward route itself does not
+                from fusion_dspy.select import RewardModelScorer
+
+                RewardModelScorer.from_endpoint(the_pool.endpoints[the_pool.reward_model]).check(check_timeout)
         yield the_pool
         return
     from fusion_dspy.serving.embedded import EmbeddedServer

@@ -12,7 +12,7 @@ import math
 import time
 from typing import Any, Literal
 
-from fusion_dspy.errors import ConfigurationError, EndpointError, is_endpoint_failure
+from fusion_dspy.errors import ConfigurationError, EndpointError, first_line, is_endpoint_failure
 from fusion_dspy.llm_text import render_fields
 from fusion_dspy.lm.endpoints import check_api_base
 from fusion_dspy.lm.fanout import fan_out
@@ -22,13 +22,27 @@ from fusion_dspy.types import CandidateSet, Usage
 logger = logging.getLogger(__name__)
 
 
+# Answers that say the server cannot serve this route at all (wrong key, no such route or model, overloaded),
+# whatever the candidate: the example must fail (and be retried), not fall back to an unscored pick.
+_SERVER_STATUSES = frozenset({401, 403, 404, 405, 408, 429})
+
+
 def _is_server_failure(exc: BaseException) -> bool:
-    """Connection errors and 5xx answers: the server is down, so the example must fail (and be retried)."""
+    """Connection errors, 5xx, and authentication or routing errors; a 400/422 (this input) is not one."""
     import httpx
 
     if isinstance(exc, httpx.HTTPStatusError):
-        return exc.response.status_code >= 500
+        code = exc.response.status_code
+        return code >= 500 or code in _SERVER_STATUSES
     return isinstance(exc, httpx.TransportError) or is_endpoint_failure(exc)
+
+
+def _describe(exc: BaseException) -> str:
+    import httpx
+
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code} on POST {exc.request.url}"
+    return first_line(exc)
 
 
 def _flatten(value: Any) -> list[float]:
@@ -100,6 +114,25 @@ class RewardModelScorer:
             values = _flatten(item.get("probs") or item.get("logits") or item["data"])
         return values[self.label_index]
 
+    def check(self, timeout: float = 10.0) -> None:
+        """Fail fast when the reward route itself does not answer: score one tiny pair.
+
+        ``GET /models`` may answer while ``/pooling`` is missing (a chat model, the wrong ``route``)
+        or refuses the key; every example would then fail.
+
+        Raises:
+            EndpointError: the route is unreachable, refuses the key, or does not exist.
+        """
+        saved, self.timeout = self.timeout, min(self.timeout, timeout)
+        try:
+            self.reward("Say hi.", "Hi.")
+        except Exception as exc:  # noqa: BLE001 - every failure of the probe is reported the same way
+            raise EndpointError(f"reward model {self.model!r} does not answer at {self.url} ({_describe(exc)}); "
+                                f"is it served as a reward model (vllm serve --runner pooling, route {self.route!r}) and is its key right?",
+                                endpoint=self.model, api_base=self.url) from None
+        finally:
+            self.timeout = saved
+
     def score_candidates(self, cset: CandidateSet) -> tuple[dict[int, float | None], dict[str, Any], Usage]:
         prompt = render_fields(cset.inputs)
         ok = list(cset.ok)
@@ -110,7 +143,8 @@ class RewardModelScorer:
                 return c.index, self.reward(prompt, render_fields(c.outputs, cset.output_fields)), None
             except Exception as exc:  # noqa: BLE001 - a bad answer gives no score, not a crash
                 if _is_server_failure(exc):
-                    raise EndpointError(f"reward model {self.model!r} at {self.url} failed: {exc}", endpoint=self.model, api_base=self.url) from exc
+                    raise EndpointError(f"reward model {self.model!r} at {self.url} failed: {_describe(exc)}",
+                                        endpoint=self.model, api_base=self.url) from exc
                 return c.index, None, f"{type(exc).__name__}: {exc}"[:300]
 
         results = fan_out(one, ok, max_workers=self.max_workers)
