@@ -101,7 +101,7 @@ def load_task(spec: str) -> Task:
         try:
             obj = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
-            raise ConfigurationError(f"cannot load task {spec!r}: {exc}") from exc
+            raise ConfigurationError(f"cannot load task {spec!r}: {type(exc).__name__}: {exc}") from exc
         task = obj() if callable(obj) and not isinstance(obj, Task) else obj
         if not isinstance(task, Task):
             raise ConfigurationError(f"{spec!r} is not a fusion_dspy.task.Task (got {type(task).__name__})")
@@ -113,9 +113,21 @@ def load_task(spec: str) -> Task:
 
 
 def registered_tasks(registry: str = DEFAULT_REGISTRY) -> dict[str, Task]:
-    """The tasks of the default registry (``fusion_dspy.programs:TASKS``); empty if it cannot be imported."""
+    """The tasks of the default registry (``fusion_dspy.programs:TASKS``).
+
+    Raises:
+        ConfigurationError: the registry cannot be imported (a broken install, a missing dependency
+            of one task module): the import error is shown, never an empty list of tasks.
+    """
     module_name, attr = registry.split(":", 1)
     try:
-        return dict(getattr(importlib.import_module(module_name), attr))
-    except (ImportError, AttributeError):
-        return {}
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the task registry {module_name} cannot be imported ({type(exc).__name__}: {exc}); "
+            "reinstall fusion-dspy, or install what the error names"
+        ) from exc
+    try:
+        return dict(getattr(module, attr))
+    except (AttributeError, TypeError) as exc:
+        raise ConfigurationError(f"the task registry {registry} is not a mapping of task names to tasks ({exc})") from exc
