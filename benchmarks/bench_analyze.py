@@ -153,8 +153,7 @@ def check_sample(path: Path, sample: int, workers: int) -> dict[str, float]:
 
 def child(path: str, out: str, limit: int, workers: int) -> None:
     """Run the analyze code path in this (fresh) process; print timing and peak RSS as JSON."""
-    from fusion_dspy.analysis import analyze_records
-    from fusion_dspy.cli.analyze import write_report
+    from fusion_dspy.analysis import analyze_records, write_report
 
     start = time.perf_counter()
     result = analyze_records(path, limit=limit, workers=workers, progress=False)

@@ -3,7 +3,8 @@
 - :mod:`~fusion_dspy.analysis.attribution`: the paper's character attribution (appendix F);
 - :mod:`~fusion_dspy.analysis.views`: what is read from one record (either kind, any format version);
 - :mod:`~fusion_dspy.analysis.shares`: contribution, position and Best-of-N shares over a file;
-- :mod:`~fusion_dspy.analysis.html_view`: one record as an HTML page.
+- :mod:`~fusion_dspy.analysis.html_view`: one record as an HTML page;
+- :mod:`~fusion_dspy.analysis.report`: the report files (table, charts, example, summary).
 """
 
 from fusion_dspy.analysis.attribution import (
@@ -20,6 +21,7 @@ from fusion_dspy.analysis.attribution import (
     stdlib_matching_blocks,
 )
 from fusion_dspy.analysis.html_view import LABEL_COLOURS, colours_for, render_html
+from fusion_dspy.analysis.report import OUTPUT_FILES, write_report
 from fusion_dspy.analysis.shares import (
     Aggregate,
     Analysis,
@@ -34,6 +36,7 @@ __all__ = [
     "LABEL_COLOURS",
     "MATCHER_BACKEND",
     "MULTIPLE",
+    "OUTPUT_FILES",
     "RESERVED_LABELS",
     "UNMATCHED",
     "Aggregate",
@@ -54,4 +57,5 @@ __all__ = [
     "render_html",
     "selection_shares",
     "stdlib_matching_blocks",
+    "write_report",
 ]

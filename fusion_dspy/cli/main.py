@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_SUBCOMMANDS = ("serve", "demo", "eval", "synth", "analyze", "optimize")
+_SUBCOMMANDS = ("serve", "demo", "eval", "synth", "analyze", "optimize", "reproduce")
 
 
 @app.callback()

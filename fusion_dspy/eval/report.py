@@ -84,6 +84,14 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: one colour per method in every figure (greedy grey, Best-of-N blue, fusion green, oracle red)
+METHOD_COLOURS = {"greedy": "#7f7f7f", "bon": "#1f77b4", "fusion": "#2ca02c", "oracle": "#d62728", "majority": "#9467bd"}
+
+
+def method_colour(method: str) -> str | None:
+    return METHOD_COLOURS.get(method)
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -105,13 +113,13 @@ def plot_scaling(summary: Mapping[str, Any], path: str | Path, language: str = A
             continue
         if method in BASELINES:
             r = mine[0]
-            ax.axhline(r["mean"], color="grey", linestyle="--", linewidth=1, label=method)
+            ax.axhline(r["mean"], color=method_colour(method) or "grey", linestyle="--", linewidth=1, label=method)
             ax.axhspan(r["ci_low"], r["ci_high"], color="grey", alpha=0.1)
             continue
         xs = [r["n"] for r in mine]
         # a method that looks at gold labels (the oracle) is a ceiling, drawn dotted
         style = {"linestyle": ":"} if method in AGGREGATORS and not AGGREGATORS[method].deployable else {}
-        (line,) = ax.plot(xs, [r["mean"] for r in mine], marker="o", label=method, **style)
+        (line,) = ax.plot(xs, [r["mean"] for r in mine], marker="o", label=method, color=method_colour(method), **style)
         ax.fill_between(xs, [r["ci_low"] for r in mine], [r["ci_high"] for r in mine], color=line.get_color(), alpha=0.15)
     ax.set_xscale("log", base=2)
     ax.set_xticks(ns)
@@ -151,7 +159,8 @@ def plot_languages(summary: Mapping[str, Any], path: str | Path, *, n: int | Non
             errs[1].append(max(0.0, r["ci_high"] - r["mean"]))
         if xs:
             hatch = "//" if method in AGGREGATORS and not AGGREGATORS[method].deployable else None
-            ax.bar(xs, means, width, yerr=errs, capsize=2, label=method, hatch=hatch, edgecolor="black", linewidth=0.5)
+            ax.bar(xs, means, width, yerr=errs, capsize=2, label=method, hatch=hatch, edgecolor="black", linewidth=0.5,
+                   color=method_colour(method))
     ax.set_xticks(range(len(languages)), languages)
     ax.set_xlabel("language")
     ax.set_ylabel(summary.get("metric_label") or "metric")
@@ -187,7 +196,8 @@ def plot_deltas(summary: Mapping[str, Any], path: str | Path, *, title: str | No
             errs[0].append(max(0.0, d["mean"] - d["ci_low"]))
             errs[1].append(max(0.0, d["ci_high"] - d["mean"]))
         if xs:
-            bars = ax.bar(xs, means, width, yerr=errs, capsize=2, label=f"{deltas[0]['method']} - {other}", edgecolor="black", linewidth=0.5)
+            bars = ax.bar(xs, means, width, yerr=errs, capsize=2, label=f"{deltas[0]['method']} - {other}", edgecolor="black", linewidth=0.5,
+                          color=method_colour(other))
             for bar, value in zip(bars, means, strict=True):
                 ax.annotate(f"{value:+.3f}", (bar.get_x() + bar.get_width() / 2, value), ha="center",
                             va="bottom" if value >= 0 else "top", fontsize=7)

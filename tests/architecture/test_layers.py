@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+LAYERS = "cli -> reproduce -> eval | synth"
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 pytestmark = pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="import-linter is not installed (pip install -e '.[dev]')")
@@ -41,17 +42,20 @@ def test_the_repository_keeps_its_contracts():
 
 @pytest.mark.parametrize(
     "module, line, broken, chain",
+    # LAYERS: the start of the layers contract's name, as lint-imports reports it
     [
         # a low layer reaching up to the command line
-        ("types.py", "from fusion_dspy.cli import main", "cli -> eval | synth", "fusion_dspy.types -> fusion_dspy.cli"),
+        ("types.py", "from fusion_dspy.cli import main", LAYERS, "fusion_dspy.types -> fusion_dspy.cli"),
         # the sampler reaching up to the registry that aggregates its candidates
-        ("sampling.py", "from fusion_dspy.aggregate import registry", "cli -> eval | synth", "fusion_dspy.sampling -> fusion_dspy.aggregate"),
+        ("sampling.py", "from fusion_dspy.aggregate import registry", LAYERS, "fusion_dspy.sampling -> fusion_dspy.aggregate"),
         # the circle the client code once had: the Router importing the endpoints that build it
         ("lm/router.py", "from fusion_dspy.lm import endpoints", "no import circles", ".router -> .endpoints"),
         # a task reaching into a stage
         ("../programs/mgsm.py", "import fusion_dspy.eval", "use the library, not the CLI", "programs.mgsm -> fusion_dspy.eval"),
         # one stage using another's internals
-        ("synth/run.py", "import fusion_dspy.eval", "cli -> eval | synth", "fusion_dspy.synth.run -> fusion_dspy.eval"),
+        ("synth/run.py", "import fusion_dspy.eval", LAYERS, "fusion_dspy.synth.run -> fusion_dspy.eval"),
+        # a stage reaching up to the experiments that run it
+        ("eval/run.py", "import fusion_dspy.reproduce", LAYERS, "fusion_dspy.eval.run -> fusion_dspy.reproduce"),
     ],
 )
 def test_a_deliberate_bad_import_breaks_the_contracts(scratch, module, line, broken, chain):

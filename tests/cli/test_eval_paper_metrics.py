@@ -4,7 +4,6 @@ scripted judges), WMT's oracle by a chosen metric, fusion's paired gains per lan
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -15,11 +14,11 @@ from typer.testing import CliRunner
 from fusion_dspy.cli.main import app
 from fusion_dspy.records import iter_records
 from tests.fakes.openai_server import FakeOpenAIServer, chat_adapter_reply
+from tests.fakes.scripted import FIXTURES, PAIRWISE, REASONING, arena_references, pair, reasoning_judge, reference_judge, scripted_translator, system
 
-ARENA = Path(__file__).resolve().parents[1] / "programs" / "fixtures" / "arena"
-WMT = Path(__file__).resolve().parents[1] / "programs" / "fixtures" / "wmt"
-JUDGE = "Compare the two assistant responses"  # the pairwise judge's instruction (the rater's differs)
-_FIELD = re.compile(r"\[\[ ## (response_a|response_b) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\Z)", re.S)
+ARENA = FIXTURES / "arena"
+WMT = FIXTURES / "wmt"
+GEOFACTX = FIXTURES / "geofactx" / "geofact_x_test.jsonl"
 
 
 @pytest.fixture(autouse=True)
@@ -30,53 +29,18 @@ def _no_response_cache():
     dspy.configure_cache()
 
 
-def _system(body: dict) -> str:
-    return next((str(m.get("content", "")) for m in body.get("messages") or [] if m.get("role") == "system"), "")
-
-
-def _pair(body: dict) -> tuple[str, str]:
-    text = str(body["messages"][-1]["content"]).split("\n\nRespond with")[0]
-    fields = dict(_FIELD.findall(text))
-    return fields["response_a"].strip(), fields["response_b"].strip()
-
-
-def reference_judge(body: dict, index: int) -> str:
-    """A scripted judge: on German prompts the method's answer beats the reference, on Thai prompts it
-    loses, whichever position each response is shown in. Every other request gets the default reply."""
-    if JUDGE not in _system(body):
-        return chat_adapter_reply(body, index)
-    a, b = _pair(body)
-    ref_is_a = a.startswith("REF-")
-    language = (a if ref_is_a else b).split("-")[1]
-    method_wins = language == "de"
-    a_wins = method_wins != ref_is_a
-    return json.dumps({"comparison": "scripted", "verdict": "[[A>B]]" if a_wins else "[[B>A]]"})
-
-
-def _references(root: Path) -> Path:
-    """Reference answers in the model_answer layout, one folder per language (ids shared across languages)."""
-    for lang in ("de", "th"):
-        rows = [json.loads(line) for line in (ARENA / f"m-arena-hard-{lang}" / "question.jsonl").read_text(encoding="utf-8").splitlines()]
-        out = root / f"m-arena-hard-{lang}" / "model_answer" / "gemini-2.5-pro.jsonl"
-        out.parent.mkdir(parents=True)
-        out.write_text("".join(json.dumps({"uid": r["question_id"], "model": "gemini-2.5-pro", "messages": [
-            {"role": "user", "content": "q"}, {"role": "assistant", "content": {"answer": f"REF-{lang}-{r['question_id']}"}}]}) + "\n"
-            for r in rows), encoding="utf-8")
-    return root
-
-
 def test_arena_win_rates_against_references_in_both_orders_per_language(tmp_path):
     data = tmp_path / "data"
     for lang in ("de", "th"):
         shutil.copytree(ARENA / f"m-arena-hard-{lang}", data / f"m-arena-hard-{lang}")
-    refs = _references(tmp_path / "refs")
+    refs = arena_references(tmp_path / "refs")
     out = tmp_path / "run"
     with FakeOpenAIServer(reply=reference_judge) as server:
         result = CliRunner().invoke(app, [
             "eval", "--task", "arena", "--data", str(data), "--references", str(refs), "--n", "2", "--methods", "greedy,bon,fusion",
             "--model", "openai/fake", "--api-base", server.api_base, "--out", str(out), "--no-progress", "--max-tokens", "64",
         ])
-        judged = [_pair(b) for b in server.requests if JUDGE in _system(b)]
+        judged = [pair(b) for b in server.requests if PAIRWISE in system(b)]
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     means = {(r["method"], r["language"]): r["mean"] for r in summary["rows"]}
@@ -102,10 +66,10 @@ def _examples(data: Path):
 def test_a_judge_that_always_prefers_the_first_position_ties_everything(tmp_path):
     data = tmp_path / "data"
     shutil.copytree(ARENA / "m-arena-hard-de", data / "m-arena-hard-de")
-    refs = _references(tmp_path / "refs")
+    refs = arena_references(tmp_path / "refs")
 
     def first_position(body: dict, index: int) -> str:
-        if JUDGE in _system(body):
+        if PAIRWISE in system(body):
             return json.dumps({"comparison": "A reads first", "verdict": "[[A>>B]]"})
         return chat_adapter_reply(body, index)
 
@@ -148,25 +112,6 @@ def test_judge_role_of_the_pool_and_the_judge_option(tmp_path):
     assert roles_from_pool(pool, max_tokens=32, judge="a").judge_name == "a"
 
 
-def _targets() -> dict[str, str]:
-    rows = [json.loads(line) for f in ("en-de_DE.jsonl", "en-ko_KR.jsonl") for line in (WMT / f).read_text(encoding="utf-8").splitlines()]
-    return {r["source"]: r["target"] for r in rows if r["domain"] != "canary"}
-
-
-def scripted_translator(body: dict, index: int) -> str:
-    """Sampling: choice 0 a poor translation, choice 1 the reference; greedy (choice 0) poor; the fusor writes
-    the reference; every other request (the rater) gets the default reply."""
-    system = _system(body)
-    text = json.dumps(body.get("messages"), ensure_ascii=False)
-    source = next((s for s in _targets() if json.dumps(s, ensure_ascii=False)[1:-1] in text), None)
-    if source is None or "impartial" in system:
-        return chat_adapter_reply(body, index)
-    target = _targets()[source]
-    if "draft" in system:  # the fusor
-        return target
-    return target if index == 1 else " ".join(target.split()[:1]) + " xx"
-
-
 def test_wmt_oracle_by_a_chosen_metric_and_fusions_paired_gains_per_language(tmp_path):
     data = tmp_path / "wmt"
     data.mkdir()
@@ -201,22 +146,6 @@ def test_wmt_oracle_by_a_chosen_metric_and_fusions_paired_gains_per_language(tmp
         assert (out / png).stat().st_size > 0
 
 
-GEOFACTX = Path(__file__).resolve().parents[1] / "programs" / "fixtures" / "geofactx" / "geofact_x_test.jsonl"
-REASONING_JUDGE = "strict grader of reasoning"
-
-
-def reasoning_judge(body: dict, index: int) -> str:
-    """Grades 5 on the English question, 2 on the Hindi one, and writes no grade at all on the Japanese one."""
-    if REASONING_JUDGE not in _system(body):
-        return chat_adapter_reply(body, index)
-    text = str(body["messages"][-1]["content"])
-    if "Woods Hole Oceanographic Institution?" in text.split("[[ ## accepted_answers")[0]:
-        return json.dumps({"analysis": "sound", "score": 5})
-    if "किस संस्थान" in text:
-        return json.dumps({"analysis": "major errors", "score": 2})
-    return json.dumps({"analysis": "I will not grade this."})
-
-
 def test_geofactx_reasoning_grades_are_parsed_recorded_and_averaged(tmp_path):
     rows = GEOFACTX.read_text(encoding="utf-8").splitlines()
     data = tmp_path / "geo.jsonl"
@@ -227,7 +156,7 @@ def test_geofactx_reasoning_grades_are_parsed_recorded_and_averaged(tmp_path):
             "eval", "--task", "geofactx", "--data", str(data), "--judge-reasoning", "--n", "2", "--methods", "greedy,fusion",
             "--model", "openai/fake", "--api-base", server.api_base, "--out", str(out), "--no-progress",
         ])
-        graded = [b for b in server.requests if REASONING_JUDGE in _system(b)]
+        graded = [b for b in server.requests if REASONING in system(b)]
     assert result.exit_code == 0, result.output
     records = {r["language"]: r for r in iter_records(out / "records.jsonl")}
     assert records["en"]["config"]["task_options"] == {"judge_reasoning": True} and records["en"]["config"]["judge"] == "fake"
