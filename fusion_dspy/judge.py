@@ -115,8 +115,9 @@ class PairwiseJudge(dspy.Module):
         max_tokens = (getattr(lm, "kwargs", {}) or {}).get("max_tokens")
         limits = field_char_limits(JudgeVerdict, max_tokens, short_fields={"comparison": 0.75, "verdict": 0.05})
         adapter = SchemaAdapter(limits, optional=("comparison",), enums={"verdict": [f"[[{label}]]" for label in VERDICT_SCORES]})
-        with dspy.context(lm=lm, adapter=adapter):
-            out = self.judge(prompt=prompt, response_a=response_a, response_b=response_b)
+        with dspy.context(lm=lm, adapter=adapter):  # every input is data: fenced, so no text of it can act as an instruction
+            out = self.judge(prompt=fence(prompt, "prompt"), response_a=fence(response_a, "response", 'id="A"'),
+                             response_b=fence(response_b, "response", 'id="B"'))
         label = parse_verdict(out.verdict)
         if label is None:
             label = parse_verdict(out.comparison) if "[[" in str(out.comparison) else None

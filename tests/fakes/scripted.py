@@ -27,7 +27,12 @@ def pair(body: dict) -> tuple[str, str]:
     """The two responses a pairwise-judge request shows, in order (A, B)."""
     text = str(body["messages"][-1]["content"]).split("\n\nRespond with")[0]
     fields = dict(_FIELD.findall(text))
-    return fields["response_a"].strip(), fields["response_b"].strip()
+    return _unfenced(fields["response_a"]), _unfenced(fields["response_b"])
+
+
+def _unfenced(text: str) -> str:
+    """A response without the ``<response id=...>`` fence the judge shows it in."""
+    return re.sub(r"^\s*<response[^>]*>\s*|\s*</response>\s*$", "", text).strip()
 
 
 def verdict(a_wins: bool) -> str:
