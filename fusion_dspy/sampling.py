@@ -29,6 +29,8 @@ from fusion_dspy.types import Candidate, CandidateSet, Usage
 logger = logging.getLogger(__name__)
 
 Strategy = Literal["auto", "n", "parallel", "sequential"]
+#: the paper's settings: N candidates of one model at 0.7 (test time), teachers at 0.3 (synthetic data)
+DEFAULT_N = 5
 SINGLE_TEMPERATURE = 0.7
 POOL_TEMPERATURE = 0.3
 
@@ -103,7 +105,7 @@ def sample_candidates(
     inputs: Mapping[str, Any],
     *,
     lm: Any = None,
-    n: int = 4,
+    n: int = DEFAULT_N,
     pool: Any = None,
     samples_per_model: int = 1,
     temperature: float | None = None,

@@ -18,7 +18,7 @@ import dspy
 from fusion_dspy.aggregate.registry import BestOfNAggregator, FusionAggregator
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.fuse import Fusor
-from fusion_dspy.sampling import Strategy, normalize_pool, output_fields_of, sample_candidates, task_signature
+from fusion_dspy.sampling import DEFAULT_N, Strategy, normalize_pool, output_fields_of, sample_candidates, task_signature
 from fusion_dspy.select.scoring import as_scorer
 from fusion_dspy.types import CandidateSet
 
@@ -93,7 +93,7 @@ class FusionOfN(_Sampled):
 
     Args:
         program: any DSPy program; its output fields are the fused prediction's fields.
-        n: samples of one LM (ignored with ``pool``).
+        n: samples of one LM (ignored with ``pool``); default 5, the paper's, at temperature 0.7.
         fusor: the fusor LM (default: ``dspy.settings.lm`` at call time), or a configured
             :class:`~fusion_dspy.fuse.Fusor` (see :func:`fusor_for`).
         pool: teachers (``{name: LM}``, list of LMs, or a Pool); each gives ``samples_per_model``.
@@ -114,7 +114,7 @@ class FusionOfN(_Sampled):
     def __init__(
         self,
         program: Any,
-        n: int = 4,
+        n: int = DEFAULT_N,
         fusor: Any = None,
         pool: Any = None,
         *,
@@ -172,7 +172,7 @@ class BestOfN(_Sampled):
     def __init__(
         self,
         program: Any,
-        n: int = 4,
+        n: int = DEFAULT_N,
         scorer: Any = None,
         pool: Any = None,
         *,

@@ -17,6 +17,7 @@ from fusion_dspy.cli._models import (
     POOL_OPTION,
     open_pool,
 )
+from fusion_dspy.sampling import DEFAULT_N
 
 DEFAULT_PROMPT = "Give three practical tips for writing clear technical documentation."
 
@@ -25,7 +26,7 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
-def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 384, seed: int = 0, compare: bool = False) -> dict[str, Any]:
+def run_demo(pool: Any, prompt: str, *, n: int = DEFAULT_N, max_tokens: int = 384, seed: int = 0, compare: bool = False) -> dict[str, Any]:
     """Sample N candidates for ``prompt``, select with the LLM rater, fuse with the fusor; return a report.
 
     The prompt goes to the model as the only message (plain prompts); the report says how much of
@@ -97,7 +98,7 @@ def run_demo(pool: Any, prompt: str, *, n: int = 4, max_tokens: int = 384, seed:
 
 def demo(
     prompt: str = typer.Argument(DEFAULT_PROMPT, help="The prompt to answer (default: a built-in one)."),
-    n: int = typer.Option(4, "--n", min=1, help="Candidates to sample."),
+    n: int = typer.Option(DEFAULT_N, "--n", min=1, help="Candidates to sample (default 5 at temperature 0.7, the paper's test-time setting)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a report."),
     max_tokens: int = typer.Option(384, "--max-tokens", min=16, help="Completion budget per call."),
     seed: int = typer.Option(0, "--seed", help="Seed of the candidates' shown order and of Best-of-N's tie-break."),

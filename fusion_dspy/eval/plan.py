@@ -15,12 +15,12 @@ from typing import Any
 from fusion_dspy.aggregate.registry import BASELINES, available_methods, check_methods
 from fusion_dspy.data import BadRows
 from fusion_dspy.errors import ConfigurationError, DataError
+from fusion_dspy.sampling import DEFAULT_N
 from fusion_dspy.task import Task, load_task
 
 RECORDS_FILE = "records.jsonl"
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_CONCURRENCY = 2
-DEFAULT_N = 4
 
 
 @dataclass

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fusion_dspy.aggregate.registry import AGGREGATORS, BASELINES
+from fusion_dspy.aggregate.registry import AGGREGATORS, BASELINES, BON, FUSION, GREEDY, MAJORITY, ORACLE
 from fusion_dspy.eval.summary import ALL, summarize
 from fusion_dspy.task import Task
 
@@ -85,7 +85,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
 
 
 #: one colour per method in every figure (greedy grey, Best-of-N blue, fusion green, oracle red)
-METHOD_COLOURS = {"greedy": "#7f7f7f", "bon": "#1f77b4", "fusion": "#2ca02c", "oracle": "#d62728", "majority": "#9467bd"}
+METHOD_COLOURS = {GREEDY: "#7f7f7f", BON: "#1f77b4", FUSION: "#2ca02c", ORACLE: "#d62728", MAJORITY: "#9467bd"}
 
 
 def method_colour(method: str) -> str | None:

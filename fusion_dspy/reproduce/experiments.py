@@ -26,7 +26,7 @@ from fusion_dspy.reproduce.tables import Table
 
 logger = logging.getLogger(__name__)
 
-NAMES = {GREEDY: "greedy", BON: "Best-of-N", FUSION: "Fusion-of-N", ORACLE: "oracle"}
+NAMES = {GREEDY: "Greedy", BON: "Best-of-N", FUSION: "Fusion-of-N", ORACLE: "Oracle"}
 SCALE = 100.0
 
 
@@ -113,10 +113,10 @@ def arena_languages(s: Settings, folder: Path) -> Outcome:
     figure = plot_languages(summary, folder / "fig1_arena_languages.png", n=n, methods=(BON, FUSION),
                             title=f"Fig. 1: {label} by language (N={n}, 95% CI)")
     table = Table(f"Figs. 1, 16: Arena-Hard {label} (%) by language, N={n}",
-                  ["language", "greedy", "Best-of-N", "Fusion-of-N", "fusion - BoN", "95% CI", "examples"])
+                  ["language", "Greedy", "Best-of-N", "Fusion-of-N", "fusion - BoN", "95% CI", "examples"])
     for lang in _languages(summary):
         d = _delta(summary, BON, lang)
-        table.add(**{"language": lang, "greedy": _mean(summary, GREEDY, lang, n), "Best-of-N": _mean(summary, BON, lang, n),
+        table.add(**{"language": lang, "Greedy": _mean(summary, GREEDY, lang, n), "Best-of-N": _mean(summary, BON, lang, n),
                      "Fusion-of-N": _mean(summary, FUSION, lang, n), "fusion - BoN": None if d is None else d["mean"] * SCALE,
                      "95% CI": _ci(d), "examples": None if d is None else d["count"]})
     table.notes += _arena_note(summary, s) + ["Every comparison is judged in both orders; a tie counts half."]
@@ -144,11 +144,11 @@ def wmt_languages(s: Settings, folder: Path) -> Outcome:
     shown = {**summary, "deltas": [d for d in summary["deltas"] if d["versus"] in (BON, ORACLE)]}
     figure = plot_deltas(shown, folder / "fig2_wmt_gains.png", title=f"Fig. 2: fusion's gain per language pair (N={n}, paired, 95% CI)")
     table = Table(f"Fig. 2: WMT24++ {label} x100 by language pair, N={n}",
-                  ["language pair", "greedy", "Best-of-N", "Fusion-of-N", "oracle", "fusion - BoN", "fusion - oracle", "examples"])
+                  ["language pair", "Greedy", "Best-of-N", "Fusion-of-N", "Oracle", "fusion - BoN", "fusion - oracle", "examples"])
     for lang in _languages(summary):
         bon, oracle = _delta(summary, BON, lang), _delta(summary, ORACLE, lang)
-        table.add(**{"language pair": lang, "greedy": _mean(summary, GREEDY, lang, n), "Best-of-N": _mean(summary, BON, lang, n),
-                     "Fusion-of-N": _mean(summary, FUSION, lang, n), "oracle": _mean(summary, ORACLE, lang, n),
+        table.add(**{"language pair": lang, "Greedy": _mean(summary, GREEDY, lang, n), "Best-of-N": _mean(summary, BON, lang, n),
+                     "Fusion-of-N": _mean(summary, FUSION, lang, n), "Oracle": _mean(summary, ORACLE, lang, n),
                      "fusion - BoN": None if bon is None else bon["mean"] * SCALE,
                      "fusion - oracle": None if oracle is None else oracle["mean"] * SCALE, "examples": None if bon is None else bon["count"]})
     table.notes.append(f"The oracle is the candidate the {_oracle_by(s)} metric rates best against the reference, reported by {label}.")
@@ -165,11 +165,11 @@ def wmt_oracle(s: Settings, folder: Path) -> Outcome:
     figure = plot_languages(summary, folder / "fig2_wmt_oracle.png", n=n, methods=(ORACLE, FUSION),
                             title=f"Fusion-of-N vs the oracle (by {_oracle_by(s)}), N={n}, 95% CI")
     table = Table(f"Fusion-of-N vs the oracle on WMT24++ ({label} x100), N={n}",
-                  ["language pair", "oracle", "Fusion-of-N", "fusion - oracle", "95% CI", "fusion beats the oracle", "examples"])
+                  ["language pair", "Oracle", "Fusion-of-N", "fusion - oracle", "95% CI", "fusion beats the oracle", "examples"])
     for lang in _languages(summary):
         d = _delta(summary, ORACLE, lang)
         verdict = None if d is None else ("yes" if d["ci_low"] > 0 else "no" if d["ci_high"] < 0 else "not resolved (CI spans 0)")
-        table.add(**{"language pair": lang, "oracle": _mean(summary, ORACLE, lang, n), "Fusion-of-N": _mean(summary, FUSION, lang, n),
+        table.add(**{"language pair": lang, "Oracle": _mean(summary, ORACLE, lang, n), "Fusion-of-N": _mean(summary, FUSION, lang, n),
                      "fusion - oracle": None if d is None else d["mean"] * SCALE, "95% CI": _ci(d),
                      "fusion beats the oracle": verdict, "examples": None if d is None else d["count"]})
     table.notes.append(f"The oracle selects by {_oracle_by(s)}; the paper's is XCOMET-XL (--oracle-metric comet --comet-model ...).")

@@ -26,6 +26,7 @@ from typing import Any
 from fusion_dspy.aggregate.registry import BON, FUSION, available_methods, check_methods, method_order
 from fusion_dspy.data import BadRows
 from fusion_dspy.errors import ConfigurationError, DataError, SamplingError
+from fusion_dspy.sampling import DEFAULT_N
 from fusion_dspy.synth.filters import Filters, apply_filters, check_filters
 from fusion_dspy.synth.prompts import Prompt, read_prompts
 from fusion_dspy.synth.rows import PARQUET_NAME, RECORDS_NAME, RESPONSE_FIELD, export_to_parquet, synth_row
@@ -42,7 +43,7 @@ SYNTH_METHODS = available_methods(None, baselines=False, deployable_only=True)
 CONFIG_NAME = "synth.config.json"
 DEFAULT_MAX_TOKENS = 512
 DEFAULT_CONCURRENCY = 4
-DEFAULT_SAMPLES = 4
+DEFAULT_SAMPLES = DEFAULT_N  # one model without a pool file: the paper's five candidates per prompt
 
 @dataclass
 class SynthStats:

@@ -96,7 +96,7 @@ def test_wmt_experiments_share_one_run_and_report_the_oracle_by_its_metric(tmp_p
     gains = {r["language pair"]: r for r in _table(tmp_path / "out" / "wmt-languages")}
     assert gains["all"]["Fusion-of-N"] == "100.0" and gains["all"]["fusion - oracle"] == "0.0" and gains["all"]["examples"] == "4"
     oracle = {r["language pair"]: r for r in _table(tmp_path / "out" / "wmt-oracle")}
-    assert oracle["en-de_DE"]["oracle"] == "100.0" and oracle["en-de_DE"]["fusion beats the oracle"] == "not resolved (CI spans 0)"
+    assert oracle["en-de_DE"]["Oracle"] == "100.0" and oracle["en-de_DE"]["fusion beats the oracle"] == "not resolved (CI spans 0)"
     assert "oracle selects by: bleu" in Path(second["table_md"]).read_text(encoding="utf-8")
 
 
@@ -106,7 +106,7 @@ def test_scaling_over_n_on_one_pool(tmp_path, data_root):
         _written(run_experiment("scaling", s))
     rows = _table(tmp_path / "out" / "scaling")
     fusion = {r["N"]: r["score"] for r in rows if r["method"] == "Fusion-of-N"}
-    oracle = {r["N"]: r["score"] for r in rows if r["method"] == "oracle"}
+    oracle = {r["N"]: r["score"] for r in rows if r["method"] == "Oracle"}
     assert set(fusion) == {"1", "2", "4"} and float(oracle["1"]) < float(oracle["2"]) == 100.0  # candidate 1 is the reference
     with pytest.raises(ConfigurationError, match="several pool sizes"):
         run_experiment("scaling", Settings(pool=s.pool, out=tmp_path / "o2", data_root=data_root, n="5"))
