@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,8 @@ def read_jsonl(
                 raise DataError(f"bad JSON ({exc.msg} at column {exc.colno})", path=str(p), line=lineno) from None
             if not isinstance(row, dict):
                 raise DataError(f"expected a JSON object, got {type(row).__name__}", path=str(p), line=lineno)
+            if _SURROGATE_ESCAPE.search(line):
+                check_text(row, path=str(p), line=lineno)
             check_fields(row, required or {}, path=str(p), line=lineno)
         except DataError as err:
             if not skip_bad_rows:
@@ -95,6 +98,30 @@ def read_jsonl(
         yield lineno, row
     if not any_row and not skip_bad_rows:
         raise DataError("no rows", path=str(p))
+
+
+# A \uD800-\uDFFF escape: JSON allows it, but alone (not in a pair) it is no character, and UTF-8 cannot encode it.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abAB]|\\u[dD][c-fC-F]")
+
+
+def check_text(value: Any, *, path: str, line: int, where: str = "") -> None:
+    """Raise :class:`DataError` if a string in ``value`` (keys too) is not valid Unicode (a lone surrogate)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DataError(
+                f"{'field ' + repr(where) + ' ' if where else ''}holds text that is not valid Unicode "
+                f"(a lone surrogate {value[exc.start]!r} at character {exc.start})",
+                path=path, line=line,
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, path=path, line=line, where=where)
+            check_text(item, path=path, line=line, where=f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_text(item, path=path, line=line, where=f"{where}[{i}]")
 
 
 def check_fields(row: dict[str, Any], required: dict[str, type | tuple[type, ...]], *, path: str, line: int) -> None:

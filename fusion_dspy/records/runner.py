@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fusion_dspy.errors import ConfigurationError, FusionError
+from fusion_dspy.errors import ConfigurationError, FusionError, redact
 from fusion_dspy.records.store import RecordStore
 
 logger = logging.getLogger(__name__)
@@ -76,21 +76,28 @@ def run_items(
     fail_log = failures_path(store)
     in_flight: dict[Future, str] = {}
 
+    def failed(rid: str, exc: BaseException) -> None:
+        reason = redact(f"{type(exc).__name__}: {exc}")[:1000]
+        stats.failed += 1
+        stats.failures.append(f"{rid}: {reason}")
+        level = logging.ERROR if not isinstance(exc, FusionError) else logging.WARNING
+        logger.log(level, "item %s failed: %s", rid, reason)
+        _append_failure(fail_log, rid, reason)
+        if progress is not None:
+            progress.update(1)
+
     def finish(fut: Future, rid: str) -> None:
         try:
             record = fut.result()
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - one item never aborts the run
-            reason = f"{type(exc).__name__}: {exc}"[:1000]
-            stats.failed += 1
-            stats.failures.append(f"{rid}: {reason}")
-            level = logging.ERROR if not isinstance(exc, FusionError) else logging.WARNING
-            logger.log(level, "item %s failed: %s", rid, reason)
-            _append_failure(fail_log, rid, reason)
-            if progress is not None:
-                progress.update(1)
+            failed(rid, exc)
             return
         record = {"id": rid, **{k: v for k, v in record.items() if k != "id"}}
-        store.append(record)
+        try:
+            store.append(record)
+        except Exception as exc:  # noqa: BLE001 - a record that cannot be written fails its item, not the run
+            failed(rid, exc)
+            return
         stats.done += 1
         if on_record is not None:
             on_record(record)
@@ -185,7 +192,8 @@ class _BoundedMemory:
 
 
 def _append_failure(path: Path, rid: str, reason: str) -> None:
-    line = json.dumps({"id": rid, "error": reason, "time": time.time()}, ensure_ascii=False) + "\n"
+    # ASCII JSON: a reason quoting text that is not valid Unicode (a lone surrogate) is escaped, never a crash
+    line = json.dumps({"id": rid, "error": reason, "time": time.time()}, ensure_ascii=True) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode("utf-8"))

@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 def record_id(*parts: Any) -> str:
     """A deterministic id from any JSON-serialisable parts (prompt, configuration, ...)."""
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+    # "surrogatepass": text that is not valid Unicode (a lone surrogate) still gets an id; valid text is unchanged
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 class RecordStore:
@@ -90,7 +91,11 @@ class RecordStore:
             raise ValueError("a record needs a non-empty string 'id'")
         if rid in self._ids:
             return False
-        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        try:
+            line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate (from data or a model): no valid UTF-8 line can hold it
+            raise DataError(f"record {rid} holds text that is not valid Unicode (a lone surrogate at character {exc.start} "
+                            "of the record); it is not written") from None
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             view = memoryview(line)
