@@ -389,3 +389,27 @@ def test_synth_on_embedded_model(tmp_path, embedded_server):
     rows = list(iter_records(tmp_path / "out" / "synth.jsonl"))
     assert len({r["id"] for r in rows}) == 2
     assert all(r["messages"][-1]["role"] == "assistant" and r["messages"][-1]["content"].strip() for r in rows)
+
+
+def test_sft_dataset_is_a_chat_dataset_of_either_methods_answers(tmp_path):
+    from fusion_dspy.synth import sft_dataset
+
+    def reply(body, choice):
+        system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
+        return "FUSED answer" if "draft answers" in system else chat_adapter_reply(body, choice)
+
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "first prompt"}, {"prompt": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "second prompt"}]}])
+    with FakeOpenAIServer(reply=reply) as srv:
+        synthesize(prompts, tmp_path / "out", pool=make_pool(srv, k=3), methods=["fusion", "bon"])
+    rows = {r["inputs"]["prompt"]: r for r in iter_records(tmp_path / "out" / "synth.jsonl")}
+    fused = sft_dataset(tmp_path / "out" / "synth.jsonl", cache_dir=tmp_path / "hf")
+    assert fused.column_names == ["messages"] and len(fused) == 2
+    by_last_user = {ex["messages"][-2]["content"]: ex["messages"] for ex in fused}
+    assert by_last_user["first prompt"] == [{"role": "user", "content": "first prompt"}, {"role": "assistant", "content": "FUSED answer"}]
+    assert [m["role"] for m in by_last_user["second prompt"]] == ["system", "user", "assistant"]
+    selected = sft_dataset(tmp_path / "out" / "synth.jsonl", method="bon", cache_dir=tmp_path / "hf")
+    bon_answers = {r["methods"]["bon"]["outputs"]["response"] for r in rows.values()}
+    assert {ex["messages"][-1]["content"] for ex in selected} == bon_answers and "FUSED answer" not in bon_answers
+    with pytest.raises(DataError, match="no 'majority' answers"):
+        sft_dataset(tmp_path / "out" / "synth.jsonl", method="majority", cache_dir=tmp_path / "hf")

@@ -46,8 +46,10 @@ def reproduce(
     ),
     judge_api_base: str | None = typer.Option(None, "--judge-api-base", help="Base URL of the --judge model's server."),
     references: Path | None = typer.Option(
-        None, "--references", help="arena-languages: reference answers in Arena-Hard's model_answer layout; synth-quality: "
-        "JSONL of prompts with an 'answer' (default: the prompts' own 'chosen' answers)."
+        None, "--references", help="arena-languages: reference answers, a file or folder in Arena-Hard's model_answer layout."
+    ),
+    prompt_references: Path | None = typer.Option(
+        None, "--prompt-references", help="synth-quality: JSONL of the prompts with an 'answer' (default: their own 'chosen' answers)."
     ),
     reference_model: str | None = typer.Option(None, "--reference-model", help="The reference model, when --references holds several."),
     metric: str | None = typer.Option(None, "--metric", help="WMT's metric: chrf (default), bleu or comet."),
@@ -79,8 +81,9 @@ def reproduce(
         the_pool.endpoint_for(judge, api_base=judge_api_base)  # a judge that is neither a member nor a model string fails now
         settings = Settings(
             pool=the_pool, out=out, limit=limit, data=data, task=task, n=n, max_tokens=max_tokens, concurrency=concurrency, seed=seed,
-            judge=judge, judge_api_base=judge_api_base, references=references, reference_model=reference_model, metric=metric,
-            oracle_metric=oracle_metric, comet_model=comet_model, comet_device=comet_device, progress=progress,
+            judge=judge, judge_api_base=judge_api_base, references=references, reference_model=reference_model,
+            prompt_references=prompt_references, metric=metric, oracle_metric=oracle_metric, comet_model=comet_model,
+            comet_device=comet_device, progress=progress,
             fusors=tuple(f.strip() for f in fusors.split(",") if f.strip()) if fusors else (),
             **({"data_root": data_root} if data_root is not None else {}),
         )

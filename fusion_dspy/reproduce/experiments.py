@@ -245,8 +245,9 @@ def synth_quality(s: Settings, folder: Path) -> Outcome:
 
     pool = s.pool
     prompts = s.data_path("prompts")
-    ref_path = s.references or prompts
-    references = load_reference_answers(ref_path, field="chosen" if s.references is None else "answer")
+    ref_path = s.prompt_references or prompts
+    ref_field = "chosen" if s.prompt_references is None else "answer"
+    references = load_reference_answers(ref_path, field=ref_field)
     judge_ep = pool.endpoint_for(s.judge, api_base=s.judge_api_base)
     judge = PairwiseJudge(lm=judge_ep.lm(max_tokens=s.max_tokens, temperature=0.0))
     k = len(pool.teachers) * pool.samples_per_teacher
@@ -256,7 +257,7 @@ def synth_quality(s: Settings, folder: Path) -> Outcome:
         datasets.append((f"{pool.teachers[0]} x{k}", synth_run(s, "synth-single", single, (BON, FUSION)), (BON, FUSION)))
     alone = replace(pool, teachers=(pool.fusor_name,), samples_per_teacher=1)
     datasets.insert(0, (f"fusor alone ({pool.fusor_name}, 1 sample)", synth_run(s, "synth-fusor", alone, (BON,)), (BON,)))
-    ref_name = f"{ref_path.name}:{'chosen' if s.references is None else 'answer'}"
+    ref_name = f"{ref_path.name}:{ref_field}"
     table = Table("Table 2: quality of the synthetic data, win rate (%) against reference answers",
                   ["data", "method", "win rate", "95% CI", "rows judged", "rows"])
     labels, values = [], []
@@ -277,7 +278,7 @@ def synth_quality(s: Settings, folder: Path) -> Outcome:
                        title="Table 2: synthetic data judged against references (both orders)", colours=colours)
     if len(pool.teachers) == 1:
         table.notes.append("The pool has one teacher, so its single-teacher row would repeat the all-teachers row and is left out.")
-    if s.references is None:
+    if s.prompt_references is None:
         table.notes.append(f"References: the prompts' own 'chosen' answers ({prompts.name}), standing in for the paper's Gemini 2.5 Flash.")
     return Outcome(table, [figure], {"prompts": str(prompts), "references": ref_name, "teacher temperature": pool.temperature,
                                      "candidates per prompt": k, "judge": judge_ep.name}, [r for _, r, _ in datasets])

@@ -50,7 +50,9 @@ class Settings:
             the experiment's default (where it has a choice).
         n: the pool size (``5``), or the list of sizes of the scaling curve (``1,2,4,8,16``).
         judge: the judge (a pool member or a LiteLLM model string; default the pool's judge).
-        references: reference answers (Arena: ``model_answer`` layout; synth: prompts with an answer).
+        references: Arena's reference answers (Arena-Hard's ``model_answer`` layout).
+        prompt_references: the synthetic-data prompts' reference answers (JSONL ``{prompt, answer}``;
+            default: the prompts' own ``chosen`` answers).
         metric, oracle_metric, comet_model, comet_device: WMT's metric options.
         fusors: the models compared as fusors and raters (default: every model of the pool but the judge).
     """
@@ -69,6 +71,7 @@ class Settings:
     judge_api_base: str | None = None
     references: Path | None = None
     reference_model: str | None = None
+    prompt_references: Path | None = None
     metric: str | None = None
     oracle_metric: str | None = None
     comet_model: str | None = None

@@ -19,7 +19,7 @@ The stage reads in the order of the data:
 
 from fusion_dspy.synth.filters import DEFAULT_LANGUAGE_UNIVERSE, Filters, apply_filters, check_filters, detect_language, language_detector
 from fusion_dspy.synth.prompts import ROLES, Prompt, prompt_from_value, read_prompts
-from fusion_dspy.synth.rows import PARQUET_NAME, RECORDS_NAME, RESPONSE_FIELD, export_to_parquet, load_records
+from fusion_dspy.synth.rows import PARQUET_NAME, RECORDS_NAME, RESPONSE_FIELD, export_to_parquet, load_records, sft_dataset
 from fusion_dspy.synth.run import (
     CONFIG_NAME,
     DEFAULT_CONCURRENCY,
@@ -62,6 +62,7 @@ __all__ = [
     "prompt_from_value",
     "prompt_id",
     "read_prompts",
+    "sft_dataset",
     "synth_program",
     "synthesize",
     "synthesize_one",

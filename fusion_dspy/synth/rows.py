@@ -154,3 +154,29 @@ def export_to_parquet(records: str | os.PathLike[str], parquet: str | os.PathLik
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dst
+
+
+def sft_dataset(path: str | os.PathLike[str], *, method: str | None = None, cache_dir: str | os.PathLike[str] | None = None) -> Any:
+    """The rows as a chat dataset for supervised fine-tuning: one column, ``messages`` (the prompt's
+    turns, then the answer as the last, ``assistant``, turn), the format TRL's ``SFTTrainer`` reads.
+
+    Args:
+        method: whose answer to train on (``fusion``, ``bon``: the rows hold both when both ran, on the
+            same candidates, so the two datasets differ only in the aggregation); None: each row's own
+            ``answer_from``. Rows without an answer of that method are left out.
+    """
+    ds = load_records(path, cache_dir=cache_dir)
+    if method is not None:
+        if method not in (ds.features.get("methods") or {}):
+            known = ", ".join(ds.features.get("methods") or {}) or "none"
+            raise DataError(f"the rows have no {method!r} answers (methods: {known})",
+                            path=str(path))
+
+        def with_answer(row: dict[str, Any]) -> dict[str, Any]:
+            answer = ((row["methods"].get(method) or {}).get("outputs") or {}).get(RESPONSE_FIELD) or ""
+            return {"messages": [*row["messages"][:-1], {"role": "assistant", "content": answer}]}
+
+        ds = ds.map(with_answer)
+        ds = ds.filter(lambda row: bool(row["messages"][-1]["content"].strip()))
+    return ds.select_columns(["messages"])
+
