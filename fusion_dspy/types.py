@@ -6,6 +6,7 @@ Small frozen dataclasses with ``to_dict`` so records can be written as JSON line
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -237,3 +238,45 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "model_dump"):
         return value.model_dump()
     return str(value)
+
+
+NONFINITE_KEY = "nonfinite"
+
+
+def finite(value: Any, path: str = "") -> tuple[Any, dict[str, str]]:
+    """``value`` with every NaN or infinite float replaced by None, and ``{path: "nan" | "inf" | "-inf"}`` of each.
+
+    Standard JSON has no NaN or Infinity (Python writes them, other tools reject the file), so files
+    fusion-dspy writes carry ``null`` where the number was not finite, and say so (:func:`json_text`).
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, {path or "$": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        found: dict[str, str] = {}
+        for k, v in value.items():
+            out[k], inner = finite(v, f"{path}.{k}" if path else str(k))
+            found.update(inner)
+        return (out, found) if found else (value, {})
+    if isinstance(value, (list, tuple)):
+        items, found = [], {}
+        for i, v in enumerate(value):
+            item, inner = finite(v, f"{path}[{i}]")
+            items.append(item)
+            found.update(inner)
+        return (items, found) if found else (value, {})
+    return value, {}
+
+
+def json_text(value: Any, **dumps: Any) -> str:
+    """Standard JSON for ``value`` (``json.dumps`` with ``allow_nan=False``; other keywords passed on).
+
+    Non-finite numbers become null; a top-level mapping then lists them under ``"nonfinite"``
+    (path -> ``"nan"``, ``"inf"`` or ``"-inf"``), so the reason for each null is kept.
+    """
+    import json
+
+    clean, found = finite(value)
+    if found and isinstance(clean, Mapping):
+        clean = {**clean, NONFINITE_KEY: {**(clean.get(NONFINITE_KEY) or {}), **found}}
+    return json.dumps(clean, allow_nan=False, **dumps)

@@ -16,7 +16,6 @@ only by the next, so split files would only send the reader back and forth.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -34,7 +33,7 @@ from fusion_dspy.lm import fan_out
 from fusion_dspy.records import record_id
 from fusion_dspy.sampling import task_signature
 from fusion_dspy.task import Task
-from fusion_dspy.types import CandidateSet, Usage
+from fusion_dspy.types import CandidateSet, Usage, json_text
 
 from .cache import CandidateCache
 
@@ -402,7 +401,7 @@ def save_result(result: TuningResult, out_dir: str | Path) -> Path:
     path = out / "fusion_of_n.json"
     result.program.save(str(path))
     result.saved = path
-    (out / "result.json").write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / "result.json").write_text(json_text(result.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
     return path
 
 

@@ -8,12 +8,12 @@ positions chart its position-bias figures (Figs. 7, 11).
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 from fusion_dspy.analysis.html_view import colours_for, render_html
 from fusion_dspy.analysis.shares import Analysis
+from fusion_dspy.types import json_text
 
 OUTPUT_FILES = ("contributions.csv", "contributions.md", "sources.png", "positions.png", "example.html", "summary.json")
 
@@ -45,7 +45,7 @@ def write_report(result: Analysis, out: str | Path) -> dict[str, Path]:
         "example_id": result.example.id if result.example else None,
         **agg.to_dict(),
     }
-    paths["summary.json"].write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["summary.json"].write_text(json_text(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return paths
 
 

@@ -6,7 +6,6 @@ fusion's paired gains per language (Fig. 2). Each figure takes a summary
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from fusion_dspy.aggregate.registry import AGGREGATORS, BASELINES, BON, FUSION, GREEDY, MAJORITY, ORACLE
 from fusion_dspy.eval.summary import ALL, summarize
 from fusion_dspy.task import Task
+from fusion_dspy.types import json_text
 
 
 def write_summary(records_path: str | Path, task: Task | None, out_dir: str | Path, *, seed: int = 0, bad_rows: int = 0) -> dict[str, Any]:
@@ -34,12 +34,8 @@ def write_summary(records_path: str | Path, task: Task | None, out_dir: str | Pa
         plot_deltas(summary, paths["deltas_png"])
     summary["files"] = {k: str(v) for k, v in paths.items()}
     paths["summary_md"].write_text(to_markdown(summary), encoding="utf-8")
-    paths["summary_json"].write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=_nan_safe) + "\n", encoding="utf-8")
+    paths["summary_json"].write_text(json_text(summary, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     return summary
-
-
-def _nan_safe(value: Any) -> Any:
-    return str(value)
 
 
 def _fmt(value: float, digits: int = 3) -> str:

@@ -10,6 +10,7 @@ interrupted run is completed by running it again.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -245,6 +246,8 @@ class _Worker:
         prediction = dspy.Prediction(**result["outputs"])
         try:
             score = float(self.task.metric(example, prediction))
+            if not math.isfinite(score):
+                raise ValueError(f"the metric gave {score}, not a finite number")
         except Exception as exc:  # noqa: BLE001 - a metric that cannot score this output fails the method
             return {**_jsonable(result), **_failed(exc, "metric")}  # a dead judge raises instead (_failed)
         scored = {**_jsonable(result), "status": "ok", "score": score}
@@ -274,7 +277,12 @@ def _extra_score(name: str, fn: Callable[..., Any], example: Any, prediction: An
         _raise_endpoint_failure(exc)
         logger.warning("metric %r failed: %s", name, first_line(exc))
         return None
-    return None if value is None else float(value)
+    if value is None:
+        return None
+    if not math.isfinite(float(value)):
+        logger.warning("metric %r gave %s, not a finite number; no score", name, value)
+        return None
+    return float(value)
 
 
 def _failed(exc: BaseException, stage: str = "method") -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_dspy.errors import DataError
+from fusion_dspy.types import json_text
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class RecordStore:
         if rid in self._ids:
             return False
         try:
-            line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+            line = (json_text(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")  # NaN/Infinity -> null, listed
         except UnicodeEncodeError as exc:  # a lone surrogate (from data or a model): no valid UTF-8 line can hold it
             raise DataError(f"record {rid} holds text that is not valid Unicode (a lone surrogate at character {exc.start} "
                             "of the record); it is not written") from None

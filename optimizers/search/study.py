@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Any, Literal
 from fusion_dspy.errors import ConfigurationError, EndpointError, first_line, is_endpoint_failure
 from fusion_dspy.records import record_id
 from fusion_dspy.task import Task
-from fusion_dspy.types import Usage
+from fusion_dspy.types import Usage, json_text
 
 from ..cache import CandidateCache
 from .models import Models, ResultCache
@@ -180,7 +179,7 @@ def run_search(
     if chosen is not None and models.endpoints:
         result.pool_file = write_pool(out / "chosen_pool.yaml", TrialConfig.from_params(chosen.params), models, chosen,
                                       study_name=study_name, storage=storage, task=task.name)
-    (out / "trials.json").write_text(json.dumps(result.rows(), indent=2, default=str), encoding="utf-8")
+    (out / "trials.json").write_text(json_text(result.rows(), indent=2, default=str), encoding="utf-8")  # a NaN metric is null
     return result
 
 
