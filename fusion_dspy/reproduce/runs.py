@@ -81,6 +81,8 @@ class Settings:
 
     def data_path(self, kind: str) -> Path:
         """``--data``, else the experiment's default under the data root (which must exist)."""
+        if self.data is None and kind not in DEFAULT_DATA:
+            raise ConfigurationError(f"no default data for {kind.removesuffix('-one')!r}: give --data")
         path = self.data if self.data is not None else self.data_root / DEFAULT_DATA[kind]
         if not path.exists():
             raise ConfigurationError(f"data {path} does not exist: give --data, or --data-root (or ${DATA_ENV}) "

@@ -153,3 +153,13 @@ def test_the_cli_runs_an_experiment_on_a_model_string(tmp_path, data_root):
     assert written["figures"] == [str(tmp_path / "o" / "wmt-oracle" / "fig2_wmt_oracle.png")]
     result = CliRunner().invoke(app, ["reproduce", "fig9", "--out", str(tmp_path / "o")])
     assert result.exit_code != 0 and "unknown experiment 'fig9'" in result.output
+
+
+def test_data_is_found_under_the_root_or_named(tmp_path, data_root):
+    s = Settings(pool=None, out=tmp_path, data_root=data_root)
+    assert s.data_path("wmt") == data_root / "wmt24pp"
+    with pytest.raises(ConfigurationError, match="no default data for 'my_tasks:summarise': give --data"):
+        s.data_path("my_tasks:summarise-one")
+    with pytest.raises(ConfigurationError, match="does not exist: give --data, or --data-root"):
+        Settings(pool=None, out=tmp_path, data_root=tmp_path / "nowhere").data_path("prompts")
+    assert Settings(pool=None, out=tmp_path, data=data_root / "ultrafeedback").data_path("my_tasks:summarise-one") == data_root / "ultrafeedback"
