@@ -96,6 +96,12 @@ class Gateway:
 
     async def answer(self, request: ChatRequest, stream: AnswerStream) -> Answer:
         """Fusion or Best-of-N (or the majority tool call) for ``request``; ``stream`` gets the answer live."""
+        try:
+            return await self._answer(request, stream)
+        finally:
+            trim_global_history()
+
+    async def _answer(self, request: ChatRequest, stream: AnswerStream) -> Answer:
         options = request.options
         teachers = options.teachers or self.pool.teachers
         counts = {name: request.n // len(teachers) + (i < request.n % len(teachers)) for i, name in enumerate(teachers)}
@@ -153,11 +159,27 @@ class Gateway:
         params = dict(request.params)
         if request.temperature is not None:
             params["temperature"] = request.temperature
-        if emit is None:
-            return await lm.aforward(messages=list(request.messages), **params)
-        relay = _Relay(emit, stop)
-        with dspy.context(send_stream=relay, track_usage=True, max_history_size=HISTORY):
-            return await lm.aforward(messages=list(request.messages), **params)
+        try:
+            if emit is None:
+                return await lm.aforward(messages=list(request.messages), **params)
+            with dspy.context(send_stream=_Relay(emit, stop), track_usage=True, max_history_size=HISTORY):
+                return await lm.aforward(messages=list(request.messages), **params)
+        finally:
+            trim_global_history()
+
+
+def trim_global_history() -> None:
+    """Keep DSPy's process-wide call history short, as ``records/runner.py`` does for long runs.
+
+    DSPy keeps the last 10,000 calls of the process (messages and responses); an endpoint that
+    runs for days would hold them all. Each LM's and predictor's history is bounded by ``HISTORY``
+    in the context of each request.
+    """
+    from dspy.clients import base_lm
+
+    history = getattr(base_lm, "GLOBAL_HISTORY", None)
+    if isinstance(history, list) and len(history) > 2 * HISTORY:
+        del history[: len(history) - HISTORY]
 
 
 class _Relay:
