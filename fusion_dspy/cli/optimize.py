@@ -25,6 +25,7 @@ from fusion_dspy.cli._models import (
     open_pool,
 )
 from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.records import lock_folder
 
 INSTRUCTION_MODULE = "fusion_dspy.optimizers.instruction"
 SEARCH_MODULE = "fusion_dspy.optimizers.search"
@@ -125,7 +126,7 @@ def instruction(
         raise ConfigurationError(f"--proposer {proposer!r} is not a model of this run; known: {', '.join(names)}")
     out = out or Path("runs") / "optimize" / f"instruction-{the_task.name}-{optimizer}"
     cache_mod = _load(CACHE_MODULE)
-    with open_pool(pool, model, api_base, api_key, model_path) as the_pool:
+    with lock_folder(out), open_pool(pool, model, api_base, api_key, model_path) as the_pool:  # one run per --out
         eps = the_pool.endpoints
         teachers = {t: eps[t].lm(max_tokens=max_tokens, temperature=temperature, cache=False) for t in the_pool.teachers}
         fusor_lm = eps[the_pool.fusor_name].lm(max_tokens=max_tokens, cache=False)
@@ -211,7 +212,7 @@ def search(
     if goal.kind == "budget" and batch_size is None:
         batch_size = max(1, math.ceil(len(examples) / 4))
 
-    with open_pool(pool, model, api_base, api_key, model_path) as the_pool:
+    with lock_folder(out), open_pool(pool, model, api_base, api_key, model_path) as the_pool:  # one run per --out
         models = mod.Models.from_pool(the_pool, max_tokens=max_tokens)
         result = mod.run_search(
             the_task, examples, models, space, trials=trials, storage=storage, study_name=study_name, objective=goal,

@@ -48,14 +48,24 @@ def run(
     stop: threading.Event | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate every example of ``plan`` not yet in ``out_dir``'s records; write and return the summary."""
+    """Evaluate every example of ``plan`` not yet in ``out_dir``'s records; write and return the summary.
+
+    Raises:
+        ConfigurationError: another run holds ``out_dir`` (:func:`~fusion_dspy.records.lock_folder`).
+    """
+    from fusion_dspy.records import lock_folder
+
+    plan = _fit_to_roles(plan, roles)
+    with lock_folder(out_dir):  # one run per folder: two would write the same ids
+        return _run(plan, roles, Path(out_dir), progress=progress, stop=stop, on_record=on_record)
+
+
+def _run(plan: EvalPlan, roles: EvalRoles, out: Path, *, progress: bool, stop: threading.Event | None,
+         on_record: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     from fusion_dspy.eval.report import write_summary
     from fusion_dspy.eval.summary import RunningMetrics
     from fusion_dspy.records import RecordStore, record_id, run_items
 
-    plan = _fit_to_roles(plan, roles)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     store = RecordStore(out / RECORDS_FILE)
     config = {
         "ns": list(plan.ns),

@@ -6,8 +6,10 @@
   from content hashes (:func:`record_id`).
 - :mod:`~fusion_dspy.records.runner`: :func:`run_items`, bounded concurrency, failures retried on
   the next run.
+- :mod:`~fusion_dspy.records.lock`: :func:`lock_folder`, one run per output folder.
 """
 
+from fusion_dspy.records.lock import lock_folder
 from fusion_dspy.records.runner import RunStats, failures_path, run_items
 from fusion_dspy.records.schema import (
     EVAL,
@@ -32,6 +34,7 @@ __all__ = [
     "candidate_list",
     "failures_path",
     "iter_records",
+    "lock_folder",
     "method_result",
     "read_records",
     "record_id",

@@ -259,7 +259,7 @@ def synthesize(
     Example:
         >>> stats = synthesize("prompts.jsonl", "out", pool=load_pool("pool.yaml"), limit=100)  # doctest: +SKIP
     """
-    from fusion_dspy.records import RecordStore, failures_path, run_items
+    from fusion_dspy.records import RecordStore, failures_path, lock_folder, run_items
 
     if limit is not None and limit < 1:
         raise ConfigurationError(f"limit must be >= 1, got {limit}")
@@ -271,43 +271,44 @@ def synthesize(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"--out {out} exists and is not a folder")
-    store = RecordStore(out / RECORDS_NAME)
-    _claim_folder(out, store, setup.config)
-    setup.prior_failures = _prior_failures(failures_path(store))
-    bad = BadRows()
-    stats = SynthStats(records_path=str(store.path))
-    prompts = read_prompts(prompts_path, field_name=prompt_field, skip_bad_rows=skip_bad_rows, bad_rows=bad)
-    first = next(prompts, None)  # bad input fails before any model call
-    if first is None:
-        raise DataError("no usable prompts", path=str(prompts_path))
+    with lock_folder(out):  # one run per folder: two would write the same rows
+        store = RecordStore(out / RECORDS_NAME)
+        _claim_folder(out, store, setup.config)
+        setup.prior_failures = _prior_failures(failures_path(store))
+        bad = BadRows()
+        stats = SynthStats(records_path=str(store.path))
+        prompts = read_prompts(prompts_path, field_name=prompt_field, skip_bad_rows=skip_bad_rows, bad_rows=bad)
+        first = next(prompts, None)  # bad input fails before any model call
+        if first is None:
+            raise DataError("no usable prompts", path=str(prompts_path))
 
-    _import_litellm()
-    seen: set[str] = set()
+        _import_litellm()
+        seen: set[str] = set()
 
-    def items() -> Iterator[tuple[str, tuple[Prompt, int]]]:
-        for prompt in islice(_chain(first, prompts), limit):
-            rid = prompt_id(prompt, setup.config)
-            if rid in seen:
-                stats.duplicates += 1
-                logger.info("%s: same prompt as an earlier row; skipped", prompt.where)
-                continue
-            seen.add(rid)
-            yield rid, (prompt, setup.prior_failures.get(rid, 0))
+        def items() -> Iterator[tuple[str, tuple[Prompt, int]]]:
+            for prompt in islice(_chain(first, prompts), limit):
+                rid = prompt_id(prompt, setup.config)
+                if rid in seen:
+                    stats.duplicates += 1
+                    logger.info("%s: same prompt as an earlier row; skipped", prompt.where)
+                    continue
+                seen.add(rid)
+                yield rid, (prompt, setup.prior_failures.get(rid, 0))
 
-    def on_record(record: dict[str, Any]) -> None:
-        stats.completion_tokens += int(record["usage"]["total"]["completion_tokens"])
+        def on_record(record: dict[str, Any]) -> None:
+            stats.completion_tokens += int(record["usage"]["total"]["completion_tokens"])
 
-    run = run_items(
-        items(), lambda payload: synthesize_one(setup, payload[0], attempt=payload[1]), store,
-        concurrency=concurrency, on_record=on_record, progress=progress, stop=stop,
-    )
-    stats.done, stats.skipped, stats.failed = run.done, run.skipped, run.failed
-    stats.interrupted, stats.seconds, stats.failures = run.interrupted, run.seconds, run.failures
-    stats.bad_rows, stats.bad_row_examples = bad.count, bad.examples
-    if export_parquet and not stats.interrupted:
-        stats.parquet_path = str(export_to_parquet(store.path, out / PARQUET_NAME))
-    logger.info("synth: %s", stats.to_dict())
-    return stats
+        run = run_items(
+            items(), lambda payload: synthesize_one(setup, payload[0], attempt=payload[1]), store,
+            concurrency=concurrency, on_record=on_record, progress=progress, stop=stop,
+        )
+        stats.done, stats.skipped, stats.failed = run.done, run.skipped, run.failed
+        stats.interrupted, stats.seconds, stats.failures = run.interrupted, run.seconds, run.failures
+        stats.bad_rows, stats.bad_row_examples = bad.count, bad.examples
+        if export_parquet and not stats.interrupted:
+            stats.parquet_path = str(export_to_parquet(store.path, out / PARQUET_NAME))
+        logger.info("synth: %s", stats.to_dict())
+        return stats
 
 
 def _import_litellm() -> None:
