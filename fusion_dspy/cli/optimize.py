@@ -26,6 +26,7 @@ from fusion_dspy.cli._models import (
 )
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.records import lock_folder
+from fusion_dspy.sampling import DEFAULT_N, SINGLE_TEMPERATURE
 
 INSTRUCTION_MODULE = "fusion_dspy.optimizers.instruction"
 SEARCH_MODULE = "fusion_dspy.optimizers.search"
@@ -98,8 +99,8 @@ def instruction(
     val: int = typer.Option(8, "--val", help="Held-out examples (the next ones) for the before/after table."),
     optimizer: str = typer.Option("gepa", "--optimizer", help="gepa, miprov2 or copro."),
     budget: str = typer.Option("light", "--budget", help="light/medium/heavy, or an integer (GEPA metric calls, MIPROv2 candidates, COPRO breadth)."),
-    n: int = typer.Option(4, "--n", help="Candidates per teacher to fuse."),
-    temperature: float = typer.Option(0.7, "--temperature", help="Teachers' sampling temperature."),
+    n: int = typer.Option(DEFAULT_N, "--n", help="Candidates per teacher to fuse (default 5, the paper's N)."),
+    temperature: float = typer.Option(SINGLE_TEMPERATURE, "--temperature", help="Teachers' sampling temperature (default 0.7, the paper's)."),
     proposer: str | None = typer.Option(None, "--proposer", help="Model that proposes instructions (default: the fusor)."),
     max_tokens: int = typer.Option(256, "--max-tokens", help="max_tokens of teachers and fusor."),
     proposer_max_tokens: int = typer.Option(768, "--proposer-max-tokens", help="max_tokens of the proposer."),
