@@ -85,7 +85,8 @@ class EmbeddedServer:
         n_parallel: parallel decoding slots (continuous batching).
         n_threads: CPU threads; None lets llama.cpp decide.
         startup_timeout: seconds to wait for ``/health`` to answer ok.
-        log_path: where llama.cpp's log goes; default a temporary file.
+        log_path: where llama.cpp's log goes; default a temporary file, removed when the server
+            stops (a start failure carries the log's last lines in its :class:`ServerError`).
     """
 
     def __init__(
@@ -114,6 +115,7 @@ class EmbeddedServer:
         self.n_threads = n_threads
         self.startup_timeout = startup_timeout
         self._log_path = Path(log_path) if log_path else None
+        self._temp_log: Path | None = None  # the temporary log this object created (removed by stop)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
         self.port: int | None = None
@@ -148,7 +150,7 @@ class EmbeddedServer:
         if self._log_path is None:
             fd, name = tempfile.mkstemp(prefix="fusion-dspy-embedded-", suffix=".log")
             os.close(fd)
-            log_path = Path(name)
+            log_path = self._temp_log = Path(name)
         else:
             log_path = self._log_path
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,6 +218,9 @@ class EmbeddedServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if self._temp_log is not None:  # ours, not asked for: gone with the server
+            self._temp_log.unlink(missing_ok=True)
+            self._temp_log = None
         atexit.unregister(self.stop)
 
     def __enter__(self) -> EmbeddedServer:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -49,7 +50,8 @@ class Deployment:
     Attributes:
         config: the validated configuration.
         servers: every started server (VLLMServer or EmbeddedServer), in start order.
-        log_dir: where the server logs are.
+        log_dir: where the server logs are (a temporary folder, removed on exit, when the
+            configuration sets no ``log_dir``).
         model_list: the LiteLLM ``model_list`` (replicas share a ``model_name``; keys stay as written,
             e.g. ``os.environ/NAME``).
     """
@@ -174,6 +176,7 @@ def launch(
     vllm_models = [m for m in cfg.models if m.engine == "vllm"]
     vllm_exe = find_vllm(executable) if vllm_models else None
     ports = _resolve_ports(cfg)
+    temporary = cfg.log_dir is None  # logs in a folder of ours: removed on exit, unless a server failed
     in_extra = [m.name for m in vllm_models if m.api_key is None and has_api_key(m)]
     if in_extra:
         logger.warning("%s: model(s) %s get --api-key in args.extra: it shows in the process list and is not written to "
@@ -202,9 +205,16 @@ def launch(
         deployment.model_list = _model_list(cfg, deployment.servers)
         logger.info("serving %s (logs in %s)", ", ".join(m.name for m in cfg.models), log_dir)
         yield deployment
+    except ServerError:
+        if temporary:  # the error names log files: keep them to read
+            logger.warning("server logs kept in %s (set log_dir to choose where)", log_dir)
+            temporary = False
+        raise
     finally:
         deployment.stop()
         restore()
+        if temporary:
+            shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def _log_name(spec: ModelSpec, replica: int) -> str:
