@@ -150,7 +150,9 @@ def parse_request(body: Any, *, members: Mapping[str, Any], default_n: int, max_
     if method == PASS_THROUGH:
         if OPTIONS_KEY in body:
             raise BadRequest(f"{OPTIONS_KEY} options apply to the fusion models, not to the pool member {member!r}", param=OPTIONS_KEY)
-        params.update({k: body[k] for k in _REFUSED if body.get(k) is not None})  # the member answers these itself
+        params.update({k: body[k] for k in (*_REFUSED, "n") if body.get(k) is not None})  # the member answers these itself
+        if stream and (params.get("n") or 1) > 1:
+            raise BadRequest("n > 1 is answered by a pool member without streaming only", param="n", code="unsupported_value")
         return ChatRequest(model, method, messages, 0, member, stream, include_usage, params, temperature)
     for key, why in _REFUSED.items():
         if key in body and body[key] not in _DEFAULTS_OF_REFUSED.get(key, (None,)):

@@ -103,6 +103,10 @@ def test_a_pool_member_by_name_is_passed_through():
         chunks = list(client.chat.completions.create(model="small", messages=MESSAGES, stream=True, stream_options={"include_usage": True}))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Member says Paris."
         assert chunks[-1].usage.completion_tokens == 3
+        two = client.chat.completions.create(model="small", messages=MESSAGES, n=2)
+        assert [c.message.content for c in two.choices] == ["Member says Paris."] * 2 and fake.requests[-1]["n"] == 2
+        with pytest.raises(openai.BadRequestError, match="n > 1"):
+            client.chat.completions.create(model="small", messages=MESSAGES, n=2, stream=True)
         assert [m.id for m in client.models.list().data] == ["fusion-4", "best-of-n-4", "fusion", "best-of-n", "small", "big"]
 
 
