@@ -133,6 +133,8 @@ class FakeOpenAIServer:
         tokenize_chars: serve llama.cpp's ``POST /tokenize``, one token per this many characters (None: no route).
         token_delay: seconds per generated word, as a decoder takes them (streamed: between chunks;
             otherwise before the whole answer); a client that disconnects meanwhile is noticed.
+        api_key: when set, every route but ``/health`` answers 401 unless the request carries
+            ``Authorization: Bearer <api_key>`` (as ``vllm serve --api-key`` does).
 
     Attributes:
         requests: JSON bodies received on POST endpoints, in arrival order (``"_path"`` added).
@@ -157,6 +159,7 @@ class FakeOpenAIServer:
         finish_reason: str = "stop",
         tokenize_chars: float | None = None,
         token_delay: float = 0.0,
+        api_key: str | None = None,
     ):
         for label, rate in (("fail_rate", fail_rate), ("delay_rate", delay_rate)):
             if not 0.0 <= rate <= 1.0:
@@ -172,6 +175,8 @@ class FakeOpenAIServer:
         self.finish_reason = finish_reason
         self.tokenize_chars = tokenize_chars
         self.token_delay = token_delay
+        self.api_key = api_key
+        self.authorizations: list[str] = []  # the Authorization header of every request, in arrival order
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._requests: list[dict] = []
@@ -335,8 +340,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _refused(self, path: str) -> bool:
+        """Record the Authorization header; answer 401 (and return True) when a key is required and missing."""
+        auth = self.headers.get("Authorization") or ""
+        with self.fake._lock:
+            self.fake.authorizations.append(auth)
+        if self.fake.api_key is None or path in ("/health", "/v1/health") or auth == f"Bearer {self.fake.api_key}":
+            return False
+        self._send(401, _error("Unauthorized", "authentication_error", 401))
+        return True
+
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?")[0].rstrip("/")
+        if self._refused(path):
+            return
         if path in ("/health", "/v1/health"):
             self.send_response(200)
             self.send_header("Content-Length", "0")
@@ -355,6 +372,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(length) or b"{}")
         except json.JSONDecodeError as exc:
             self._send(400, _error(f"invalid JSON body: {exc}", "invalid_request_error", 400))
+            return
+        if self._refused(path):
             return
         routes = {
             "/v1/chat/completions": self._chat,
