@@ -11,9 +11,11 @@ so DSPy's cache never returns the same sample twice). Any other program runs N t
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import dspy
@@ -33,6 +35,24 @@ Strategy = Literal["auto", "n", "parallel", "sequential"]
 DEFAULT_N = 5
 SINGLE_TEMPERATURE = 0.7
 POOL_TEMPERATURE = 0.3
+
+
+# llama.cpp answers n above its parallel slots with "Field 'n': Value must be between 1 <= value <= 4"
+_N_LIMIT = re.compile(r"""['"]?\bn\b['"]?\W[^\n]{0,40}?(?:<=\s*value\s*<=|at most|between 1 and)\s*(\d+)""", re.I)
+_n_limits: dict[tuple[Any, Any], int] = {}  # (model, api_base) -> the largest n its server accepts, learnt from its refusal
+_n_limits_lock = threading.Lock()
+
+
+class _NLimit(Exception):
+    """The server refused ``n`` above ``limit`` (an ``n``-request larger than its slots)."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"n is limited to {limit}")
+        self.limit = limit
+
+
+def _server_key(lm: Any) -> tuple[Any, Any]:
+    return getattr(lm, "model", None), (getattr(lm, "kwargs", None) or {}).get("api_base")
 
 
 @dataclass(frozen=True)
@@ -199,7 +219,7 @@ def default_adapter(*, lenient: bool = False) -> Any:
 def _draw(program: Any, inputs: dict[str, Any], d: _Draw, strategy: Strategy, max_workers: int, offset: int) -> list[Candidate]:
     predictor = single_predictor(program)
     if predictor is not None and strategy in ("auto", "n") and d.k > 1:
-        got = _draw_with_n(predictor, inputs, d, offset)
+        got = _draw_in_chunks(predictor, inputs, d, offset)
         if len(got) >= d.k:
             return got[: d.k]
         logger.info("%s returned %d of %d choices; drawing the rest separately", d.name, len(got), d.k)
@@ -208,8 +228,33 @@ def _draw(program: Any, inputs: dict[str, Any], d: _Draw, strategy: Strategy, ma
     return _draw_separately(program, inputs, d, range(d.k), strategy, max_workers, offset)
 
 
+def _draw_in_chunks(predictor: dspy.Predict, inputs: dict[str, Any], d: _Draw, offset: int) -> list[Candidate]:
+    """``n=k`` in one request, or in requests of at most the server's limit when it has one (llama.cpp:
+    its parallel slots), each with its own rollout id; the limit is learnt from the first refusal."""
+    key = _server_key(d.lm)
+    with _n_limits_lock:
+        cap = _n_limits.get(key)
+    if cap is None or cap >= d.k:
+        try:
+            return _draw_with_n(predictor, inputs, d, offset)
+        except _NLimit as refused:
+            cap = refused.limit
+            with _n_limits_lock:
+                _n_limits[key] = cap
+            logger.info("%s takes at most n=%d per request; drawing %d candidates in requests of %d", d.name, cap, d.k, cap)
+    got: list[Candidate] = []
+    for start in range(0, d.k, cap):
+        part = _draw_with_n(predictor, inputs, replace(d, k=min(cap, d.k - start)), offset + start)
+        got += [replace(c, index=start + c.index, sample=start + c.sample) for c in part]
+    return got
+
+
 def _draw_with_n(predictor: dspy.Predict, inputs: dict[str, Any], d: _Draw, offset: int) -> list[Candidate]:
-    """One request with ``n=k``; each choice parsed on its own."""
+    """One request with ``n=k``; each choice parsed on its own.
+
+    Raises:
+        _NLimit: the server refused ``n=k`` as above its limit (the caller splits the request).
+    """
     adapter = default_adapter()
     signature = predictor.signature
     lm = d.lm.copy(rollout_id=offset, temperature=d.temperature) if offset else d.lm
@@ -219,6 +264,9 @@ def _draw_with_n(predictor: dspy.Predict, inputs: dict[str, Any], d: _Draw, offs
             messages = adapter.format(signature, predictor.demos, inputs)
             outputs = lm(messages=messages, n=d.k, temperature=d.temperature, **predictor.config)
         except Exception as exc:  # noqa: BLE001 - a failed request is recorded, not raised
+            limit = _n_limit(exc)
+            if limit is not None and limit < d.k:
+                raise _NLimit(limit) from exc
             seconds = time.perf_counter() - started
             logger.warning("sampling %s failed: %s", d.name, exc)
             return [Candidate(i, d.name, i, {}, Usage(seconds=seconds / d.k), error=_describe(exc)) for i in range(d.k)]
@@ -268,6 +316,14 @@ def _draw_separately(program, inputs, d: _Draw, indices, strategy: Strategy, max
     if strategy == "parallel" and max_workers > 1 and len(indices) > 1:
         return fan_out(one, indices, max_workers=max_workers)  # each in a copy of the caller's DSPy settings
     return [one(i) for i in indices]
+
+
+def _n_limit(exc: BaseException) -> int | None:
+    """The largest ``n`` a server says it accepts, when its refusal says so."""
+    if is_endpoint_failure(exc):
+        return None
+    match = _N_LIMIT.search(str(exc))
+    return int(match.group(1)) if match and int(match.group(1)) >= 1 else None
 
 
 def _only(values: Mapping[str, Any], signature: Any) -> dict[str, Any]:

@@ -189,3 +189,35 @@ def test_one_sample_without_its_answer_line_is_salvaged_as_with_n():
         cset = sample_candidates(dspy.Predict("question -> reasoning, answer"), {"question": "q"}, lm=_lm(server), n=1, temperature=0.0)
     (only,) = cset.candidates
     assert only.ok and only.parse == "lenient" and only.outputs == {"reasoning": "", "answer": "some thinking without the label"}
+
+
+class SlotLimitedLM(dspy.BaseLM):
+    """llama.cpp's refusal of n above its parallel slots, then n choices; records each request's n and rollout id."""
+
+    def __init__(self, slots: int = 4, **kw):
+        super().__init__(model="slots", **kw)
+        self.slots = slots
+        self.seen = []
+
+    def forward(self, prompt=None, messages=None, **kwargs):
+        from types import SimpleNamespace
+
+        n = kwargs.get("n") or 1
+        self.seen.append((n, kwargs.get("rollout_id", self.kwargs.get("rollout_id"))))
+        if n > self.slots:
+            raise ValueError(f"litellm.BadRequestError: OpenAIException - Field 'n': Value must be between 1 <= value <= {self.slots}, but got {n}")
+        choices = [SimpleNamespace(message=SimpleNamespace(content=f"[[ ## answer ## ]]\nA{len(self.seen)}.{i}\n\n[[ ## completed ## ]]",
+                                                           tool_calls=None), finish_reason="stop", logprobs=None) for i in range(n)]
+        return SimpleNamespace(choices=choices, usage={"prompt_tokens": 3, "completion_tokens": 2 * n, "total_tokens": 3 + 2 * n}, model="slots")
+
+
+def test_n_above_the_servers_slots_is_drawn_in_requests_of_its_limit():
+    lm = SlotLimitedLM(slots=4, cache=False)
+    cset = sample_candidates(dspy.Predict("question -> answer"), {"question": "q"}, lm=lm, n=10)
+    assert [c.index for c in cset.ok] == list(range(10)) and [c.sample for c in cset.ok] == list(range(10))
+    assert len({c.outputs["answer"] for c in cset.ok}) == 10
+    assert [n for n, _ in lm.seen] == [10, 4, 4, 2]  # refused once, then chunks of the limit
+    assert len({rollout for _, rollout in lm.seen[1:]}) == 3  # each chunk its own rollout id: fresh samples
+    lm.seen.clear()
+    again = sample_candidates(dspy.Predict("question -> answer"), {"question": "q2"}, lm=lm, n=5)
+    assert len(again.ok) == 5 and [n for n, _ in lm.seen] == [4, 1]  # the limit is remembered: no second refusal
