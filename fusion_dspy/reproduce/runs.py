@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.errors import ConfigurationError, FusionError
 from fusion_dspy.eval import DEFAULT_MAX_TOKENS, DEFAULT_N
 
 logger = logging.getLogger(__name__)
@@ -136,6 +136,9 @@ def eval_run(s: Settings, label: str, task_name: str, data: Path, *, ns: tuple[i
                                        roles.judge_name, s.max_tokens, s.seed)
     logger.info("eval %s on %s -> %s", task_name, data, folder)
     summary = run(plan, roles, folder, progress=s.progress)
+    if not summary["counts"]["done"]:
+        raise FusionError(f"no example of {label} finished ({summary['counts']['failed']} failed): the reasons are in "
+                          f"{folder / 'records.failed.jsonl'}; rerun to retry them")
     if summary["counts"]["failed"]:
         logger.warning("%d examples of %s failed (see %s); rerun to retry them", summary["counts"]["failed"], label, folder)
     return summary, folder
@@ -148,6 +151,9 @@ def synth_run(s: Settings, label: str, pool: Any, methods: tuple[str, ...]) -> P
     prompts = s.data_path("prompts")
     folder = s.out / "runs" / run_name(label, str(prompts), s.models(pool), pool.temperature, methods, s.max_tokens, s.seed)
     stats = synthesize(prompts, folder, pool=pool, limit=s.limit, methods=methods, max_tokens=s.max_tokens, concurrency=s.concurrency)
+    if not stats.done and not stats.skipped:
+        raise FusionError(f"no prompt of {label} finished ({stats.failed} failed): the reasons are in {folder / 'synth.failed.jsonl'}; "
+                          "rerun to retry them")
     if stats.failed:
         logger.warning("%d prompts of %s failed (see %s); rerun to retry them", stats.failed, label, folder)
     return Path(stats.records_path)

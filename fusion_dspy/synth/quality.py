@@ -33,18 +33,24 @@ def load_reference_answers(path: str | os.PathLike[str], *, field: str = "chosen
     The prompt is a string or chat messages (read as ``synth`` reads prompts); the answer is a string,
     or chat messages whose last assistant turn is the answer. ``field`` falls back to ``answer``.
 
+    A row whose answer is empty or missing is skipped (counted in a warning): its prompt has no reference.
+
     Raises:
-        DataError: a row without a usable prompt or answer (file and line named), or no rows.
+        DataError: a row without a usable prompt (file and line named), or no reference answer at all.
     """
     refs: dict[str, str] = {}
+    skipped = 0
     for line, row in read_jsonl(path):
         prompt = prompt_from_value(row.get(prompt_field), path=str(path), line=line)
         answer = _answer_text(row.get(field, row.get("answer")))
         if answer is None:
-            raise DataError(f"no reference answer: expected {field!r} (or 'answer') as a string or chat messages", path=str(path), line=line)
+            skipped += 1
+            continue
         refs.setdefault(prompt.text, answer)
+    if skipped:
+        logger.warning("%s: %d rows have no %r answer; their prompts have no reference", path, skipped, field)
     if not refs:
-        raise DataError("no reference answers", path=str(path))
+        raise DataError(f"no reference answers: expected {field!r} (or 'answer') as a string or chat messages", path=str(path))
     return refs
 
 

@@ -163,3 +163,15 @@ def test_data_is_found_under_the_root_or_named(tmp_path, data_root):
     with pytest.raises(ConfigurationError, match="does not exist: give --data, or --data-root"):
         Settings(pool=None, out=tmp_path, data_root=tmp_path / "nowhere").data_path("prompts")
     assert Settings(pool=None, out=tmp_path, data=data_root / "ultrafeedback").data_path("my_tasks:summarise-one") == data_root / "ultrafeedback"
+
+
+def test_an_experiment_whose_runs_finish_nothing_says_so(tmp_path, data_root):
+    from fusion_dspy.errors import FusionError
+
+    with FakeOpenAIServer(fail_rate=1.0, model_name="down") as down:
+        s = Settings(pool=_pool(down), out=tmp_path / "out", data_root=data_root, limit=1, max_tokens=32)
+        with pytest.raises(FusionError, match=r"no example of wmt finished \(2 failed\).*records.failed.jsonl"):
+            run_experiment("wmt-oracle", s)
+        with pytest.raises(FusionError, match=r"no prompt of synth-teachers finished"):
+            run_experiment("contributions", s)
+    assert not (tmp_path / "out" / "wmt-oracle" / "table.md").exists()
