@@ -31,6 +31,7 @@ _LAZY = {
     "embedded": "fusion_dspy.serving.embedded",
     "EmbeddedServer": "fusion_dspy.serving.embedded",
     "sample_candidates": "fusion_dspy.sampling",
+    "AdaptiveN": "fusion_dspy.adaptive",
     "Fusor": "fusion_dspy.fuse",
     "DEFAULT_FUSION_INSTRUCTION": "fusion_dspy.signatures",
     "PLAIN_FUSION_INSTRUCTION": "fusion_dspy.signatures",
@@ -52,6 +53,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AdaptiveN",
     "AggregationError",
     "BestOfN",
     "Candidate",

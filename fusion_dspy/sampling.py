@@ -55,6 +55,12 @@ def _server_key(lm: Any) -> tuple[Any, Any]:
     return getattr(lm, "model", None), (getattr(lm, "kwargs", None) or {}).get("api_base")
 
 
+def n_limit_of(lm: Any) -> int | None:
+    """The largest ``n`` per request ``lm``'s server was found to accept (None: no refusal seen yet)."""
+    with _n_limits_lock:
+        return _n_limits.get(_server_key(lm))
+
+
 @dataclass(frozen=True)
 class _Draw:
     """k samples to draw from one LM."""

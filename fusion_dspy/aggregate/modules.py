@@ -15,7 +15,9 @@ from typing import Any
 
 import dspy
 
-from fusion_dspy.aggregate.registry import BestOfNAggregator, FusionAggregator
+from fusion_dspy.adaptive import AdaptiveN, AdaptiveTrace, answer_key, sample_adaptive
+from fusion_dspy.aggregate.adaptive import run_adaptive
+from fusion_dspy.aggregate.registry import FUSION, Aggregator, BestOfNAggregator, FusionAggregator
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.fuse import Fusor
 from fusion_dspy.sampling import DEFAULT_N, Strategy, normalize_pool, output_fields_of, sample_candidates, task_signature
@@ -23,6 +25,11 @@ from fusion_dspy.select.scoring import as_scorer
 from fusion_dspy.types import CandidateSet
 
 logger = logging.getLogger(__name__)
+
+
+def method_detail_key(method: Aggregator) -> str:
+    """Where a method's outcome goes in a prediction: ``fusion`` or ``selection``."""
+    return FUSION if isinstance(method, FusionAggregator) else "selection"
 
 
 def fusor_for(program: Any, *, lm: Any = None, **options: Any) -> Fusor:
@@ -57,9 +64,17 @@ def _check_common(program: Any, n: int, pool: Any) -> None:
 class _Sampled(dspy.Module):
     """Shared sampling settings of FusionOfN and BestOfN."""
 
-    def __init__(self, program, n, lm, pool, samples_per_model, temperature, strategy, max_workers, dedupe):
+    def __init__(self, program, n, lm, pool, samples_per_model, temperature, strategy, max_workers, dedupe,
+                 adaptive=None, normalize=None, answer_field=None):
         super().__init__()
         _check_common(program, n, pool)
+        if adaptive is not None and not isinstance(adaptive, AdaptiveN):
+            raise ConfigurationError(f"adaptive must be an AdaptiveN, got {type(adaptive).__name__}")
+        if adaptive is not None and pool is not None:
+            raise ConfigurationError("adaptive sampling draws rounds of one LM: give lm=..., not a pool")
+        self.adaptive = adaptive
+        self.normalize = normalize
+        self.answer_field = answer_field
         self._wrapped = _Frozen(program)
         self.n = n
         self.sampler_lm = lm
@@ -83,6 +98,23 @@ class _Sampled(dspy.Module):
             strategy=self.strategy, max_workers=self.max_workers, dedupe=self.dedupe,
         )
 
+    def sample_in_rounds(self, **inputs: Any) -> tuple[CandidateSet, AdaptiveTrace]:
+        """Sample ``inputs`` adaptively (``adaptive=``): the candidates drawn and what the rounds did."""
+        key = answer_key(self.answer_field, self.normalize) if self.normalize is not None else None
+        return sample_adaptive(self.program, inputs, self.adaptive, lm=self.sampler_lm, key=key,
+                               field=self.answer_field, temperature=self.temperature)
+
+    def _forward(self, method: Aggregator, **inputs: Any) -> dspy.Prediction:
+        if self.adaptive is None:
+            cset = self.sample(**inputs)
+            return method.run(cset).to_prediction(cset)
+        cset, trace = self.sample_in_rounds(**inputs)
+        result = run_adaptive(method, cset, trace)
+        pred = result.to_prediction(cset)
+        if result.detail_key != method_detail_key(method):
+            pred[method_detail_key(method)] = None  # e.g. no fusion happened: pred.fusion is None
+        return pred
+
     async def aforward(self, **inputs: Any) -> dspy.Prediction:
         # Candidates are sampled with threads; run the whole step off the event loop (context is copied).
         return await asyncio.to_thread(self.forward, **inputs)
@@ -98,6 +130,14 @@ class FusionOfN(_Sampled):
             :class:`~fusion_dspy.fuse.Fusor` (see :func:`fusor_for`).
         pool: teachers (``{name: LM}``, list of LMs, or a Pool); each gives ``samples_per_model``.
         lm: the LM sampled ``n`` times (default: ``dspy.settings.lm``).
+        adaptive: an :class:`~fusion_dspy.adaptive.AdaptiveN` to sample in rounds of ``lm`` instead of
+            ``n`` at once (``n`` is then ignored: ``adaptive.max_n`` bounds it); on agreement the
+            agreed candidate is returned without a fusor call (``pred.selection.method ==
+            "agreement"``, ``pred.fusion`` None). ``pred.adaptive`` records rounds, samples, the stop
+            reason and tokens saved against fixed ``max_n``.
+        normalize: with ``adaptive``, a closed-form answer's normaliser (MGSM's number reader): the
+            Beta rule on ``answer_field``; without it the free-form near-duplicate rule.
+        answer_field: the field compared (default: the last output field).
         fusor_options: with an LM (or none) as ``fusor``, the :class:`~fusion_dspy.fuse.Fusor`'s
             keywords (``compare``, ``format``, ``instruction``, ``seed``, ``language``, ...), as
             ``dspy.ChainOfThought`` passes its ``config`` on to ``Predict``.
@@ -124,9 +164,13 @@ class FusionOfN(_Sampled):
         strategy: Strategy = "auto",
         max_workers: int = 4,
         dedupe: bool = False,
+        adaptive: AdaptiveN | None = None,
+        normalize: Any = None,
+        answer_field: str | None = None,
         **fusor_options: Any,
     ):
-        super().__init__(program, n, lm, pool, samples_per_model, temperature, strategy, max_workers, dedupe)
+        super().__init__(program, n, lm, pool, samples_per_model, temperature, strategy, max_workers, dedupe,
+                         adaptive, normalize, answer_field)
         if isinstance(fusor, Fusor):
             if fusor_options:
                 raise ConfigurationError(
@@ -147,6 +191,8 @@ class FusionOfN(_Sampled):
     def forward(self, **inputs: Any) -> dspy.Prediction:
         if self.fusor.lm is None and dspy.settings.lm is None:
             raise ConfigurationError("no fusor LM: pass fusor=... or dspy.configure(lm=...)")
+        if self.adaptive is not None:
+            return self._forward(FusionAggregator(self.fusor), **inputs)
         cset = self.sample(**inputs)
         return self.aggregate(cset)
 
@@ -183,14 +229,20 @@ class BestOfN(_Sampled):
         max_workers: int = 4,
         dedupe: bool = False,
         seed: int = 0,
+        adaptive: AdaptiveN | None = None,
+        normalize: Any = None,
+        answer_field: str | None = None,
     ):
-        super().__init__(program, n, lm, pool, samples_per_model, temperature, strategy, max_workers, dedupe)
+        super().__init__(program, n, lm, pool, samples_per_model, temperature, strategy, max_workers, dedupe,
+                         adaptive, normalize, answer_field)
         self.seed = seed
         if scorer is None:
             raise ConfigurationError("BestOfN needs a scorer: an LLMRater, a RewardModelScorer or a callable")
         self.scorer = as_scorer(scorer)
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
+        if self.adaptive is not None:
+            return self._forward(BestOfNAggregator(self.scorer, seed=self.seed), **inputs)
         return self.aggregate(self.sample(**inputs))
 
     def aggregate(self, cset: CandidateSet) -> dspy.Prediction:

@@ -58,6 +58,7 @@ class MethodResult:
     outcome: Selection | Fusion
     usage: dict[str, dict[str, Any]]
     seconds: float
+    adaptive: dict[str, Any] | None = None  # rounds, samples, stop reason, tokens saved (adaptive sampling only)
 
     @property
     def outputs(self) -> dict[str, Any]:
@@ -74,21 +75,25 @@ class MethodResult:
 
     def to_record(self) -> dict[str, Any]:
         """The JSON form written in records (outputs, fallback, the outcome's details, usage, seconds)."""
-        return {
+        record = {
             "outputs": self.outcome.outputs,
             "fallback": self.outcome.fallback,
             self.detail_key: self.outcome.to_dict(),
             "usage": self.usage,
             "seconds": round(self.seconds, 4),
         }
+        if self.adaptive is not None:
+            record["adaptive"] = self.adaptive
+        return record
 
     def to_prediction(self, cset: CandidateSet) -> Any:
         """A ``dspy.Prediction`` with the answer's fields plus ``candidates``, the outcome, ``fallback`` and ``usage``."""
         import dspy
 
+        extra = {} if self.adaptive is None else {"adaptive": self.adaptive}
         return dspy.Prediction(
             **self.outcome.outputs, candidates=cset, **{self.detail_key: self.outcome},
-            fallback=self.outcome.fallback, usage=self.usage,
+            fallback=self.outcome.fallback, usage=self.usage, **extra,
         )
 
 
