@@ -61,6 +61,15 @@ def n_limit_of(lm: Any) -> int | None:
         return _n_limits.get(_server_key(lm))
 
 
+def learn_n_limit(lm: Any, exc: BaseException) -> int | None:
+    """The largest ``n`` ``lm``'s server accepts, when ``exc`` is its refusal of a larger one (remembered for :func:`n_limit_of`)."""
+    limit = _n_limit(exc)
+    if limit is not None:
+        with _n_limits_lock:
+            _n_limits[_server_key(lm)] = limit
+    return limit
+
+
 @dataclass(frozen=True)
 class _Draw:
     """k samples to draw from one LM."""

@@ -26,7 +26,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="For --fusion: the interface to listen on."),
     api_key: str | None = typer.Option(None, "--api-key", envvar="FUSION_DSPY_API_KEY", show_envvar=True,
                                        help="For --fusion: clients must send 'Authorization: Bearer KEY' (or os.environ/NAME)."),
-    n: int = typer.Option(4, "--n", help="For --fusion: candidates of the models fusion and best-of-n without -N."),
+    n: int | None = typer.Option(None, "--n", help="For --fusion: candidates of the models fusion and best-of-n without -N "
+                                 "(default: the library's N, 5 as in the paper)."),
     max_n: int = typer.Option(16, "--max-n", help="For --fusion: the largest N a request may ask for."),
     max_in_flight: int = typer.Option(4, "--max-in-flight", help="For --fusion: answers computed at once; more wait in the queue."),
     max_queue: int = typer.Option(16, "--max-queue", help="For --fusion: requests that may wait; beyond, 429 with Retry-After."),

@@ -53,6 +53,7 @@ from fusion_dspy.gateway.responses import (
     usage_json,
 )
 from fusion_dspy.lm.secrets import Secret
+from fusion_dspy.sampling import DEFAULT_N
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class GatewaySettings:
 
     Attributes:
         api_key: clients must send ``Authorization: Bearer <key>`` (None: no check).
-        default_n: candidates for ``fusion`` / ``best-of-n`` without ``-N``.
+        default_n: candidates for ``fusion`` / ``best-of-n`` without ``-N`` (the library's N, the paper's 5).
         max_n: the largest N a request may ask for.
         max_in_flight / max_queue / queue_timeout: the admission bound (:class:`Admission`).
         request_timeout: seconds one request may take, queueing excluded.
@@ -71,7 +72,7 @@ class GatewaySettings:
     """
 
     api_key: Secret | None = None
-    default_n: int = 4
+    default_n: int = DEFAULT_N
     max_n: int = 16
     max_in_flight: int = 4
     max_queue: int = 16

@@ -20,7 +20,7 @@ from typing import Any
 
 from fusion_dspy.errors import EndpointSamplingError, SamplingError, first_line, is_endpoint_failure
 from fusion_dspy.gateway.conversation import OUTPUT_FIELD
-from fusion_dspy.sampling import split_usage
+from fusion_dspy.sampling import ENDPOINT_FAILURE_MARK, learn_n_limit, n_limit_of, split_usage
 from fusion_dspy.select import majority_vote
 from fusion_dspy.types import Candidate, CandidateSet, Selection, Usage
 
@@ -78,29 +78,52 @@ async def draw(
     drafts = Drafts(tuple(candidates), calls, Usage(usage.prompt_tokens, usage.completion_tokens, time.perf_counter() - started, usage.calls))
     if not drafts.ok:
         errors = "; ".join(f"{c.model}#{c.sample}: {c.error}" for c in candidates[:4])
-        if all(c.error and c.error.startswith(_ENDPOINT) for c in candidates):
+        if all(c.error and c.error.startswith(ENDPOINT_FAILURE_MARK) for c in candidates):
             raise EndpointSamplingError(f"all {len(candidates)} samples failed: no teacher answered ({errors})", endpoint=", ".join(names))
         raise SamplingError(f"all {len(candidates)} samples failed ({errors})")
     return drafts
 
 
-_ENDPOINT = "endpoint failure: "
-
-
 async def _one(name: str, lm: Any, k: int, messages, params, temperature: float) -> list[tuple[Candidate, tuple[dict[str, Any], ...]]]:
+    """``k`` completions from one teacher: one ``n=k`` request, or requests of at most its server's ``n`` limit.
+
+    llama.cpp refuses ``n`` beyond its parallel slots (the embedded model takes 4); the limit is
+    learnt from the refusal and remembered with the library's sampling (``sampling.n_limit_of``).
+    """
     started = time.perf_counter()
-    try:
-        response = await lm.aforward(messages=list(messages), n=k, temperature=temperature, **params)
-    except Exception as exc:  # noqa: BLE001 - a teacher that fails is recorded per sample; the others still count
-        mark = _ENDPOINT if is_endpoint_failure(exc) else ""
-        logger.warning("sampling %s failed: %s", name, first_line(exc))
-        seconds = time.perf_counter() - started
-        return [(Candidate(i, name, i, {}, Usage(seconds=seconds / k, calls=int(i == 0)), error=mark + first_line(exc, 500)), ())
-                for i in range(k)]
+    cap = n_limit_of(lm) or k
+    for _ in range(2):
+        sizes = [min(cap, k - start) for start in range(0, k, cap)]
+        results = await asyncio.gather(*(_request(lm, size, messages, params, temperature) for size in sizes), return_exceptions=True)
+        limit = min((x for r in results if isinstance(r, Exception) and (x := learn_n_limit(lm, r))), default=None)
+        if limit is None or limit >= cap:
+            break
+        logger.info("%s takes at most n=%d per request; drawing %d candidates in requests of %d", name, limit, k, limit)
+        cap = limit
+    out: list[tuple[Candidate, tuple[dict[str, Any], ...]]] = []
+    for size, result in zip(sizes, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception):
+                raise result
+            mark = ENDPOINT_FAILURE_MARK if is_endpoint_failure(result) else ""
+            logger.warning("sampling %s failed: %s", name, first_line(result))
+            seconds = time.perf_counter() - started
+            out += [(Candidate(len(out) + i, name, len(out) + i, {}, Usage(seconds=seconds / size, calls=int(i == 0)),
+                               error=mark + first_line(result, 500)), ()) for i in range(size)]
+            continue
+        out += _choices(name, result, len(out), time.perf_counter() - started)
+    return out
+
+
+async def _request(lm: Any, size: int, messages, params, temperature: float) -> Any:
+    return await lm.aforward(messages=list(messages), n=size, temperature=temperature, **params)
+
+
+def _choices(name: str, response: Any, first: int, seconds: float) -> list[tuple[Candidate, tuple[dict[str, Any], ...]]]:
+    """One response's choices as candidates ``first``, ``first + 1``, ...; its usage shared between them."""
     choices = list(response.choices or [])
     usage = getattr(response, "usage", None)
-    total = Usage(int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0),
-                  time.perf_counter() - started, 1)
+    total = Usage(int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0), seconds, 1)
     texts = [(_get(_get(choice, "message"), "content") or "") for choice in choices]
     shares = split_usage(total, [t or " " for t in texts])
     out = []
@@ -108,12 +131,11 @@ async def _one(name: str, lm: Any, k: int, messages, params, temperature: float)
         message = _get(choice, "message")
         tool_calls = tuple(_call_dict(call) for call in (_get(message, "tool_calls") or []))
         text = texts[i].strip()
+        index = first + i
         if not text and not tool_calls:
-            out.append((Candidate(i, name, i, {}, shares[i], error="empty response", parse="failed"), ()))
+            out.append((Candidate(index, name, index, {}, shares[i], error="empty response", parse="failed"), ()))
             continue
-        out.append((Candidate(i, name, i, {OUTPUT_FIELD: text}, shares[i]), tool_calls))
-    if len(choices) < k:
-        logger.info("%s returned %d of %d choices", name, len(choices), k)
+        out.append((Candidate(index, name, index, {OUTPUT_FIELD: text}, shares[i]), tool_calls))
     return out
 
 

@@ -135,6 +135,7 @@ class FakeOpenAIServer:
             otherwise before the whole answer); a client that disconnects meanwhile is noticed.
         api_key: when set, every route but ``/health`` answers 401 unless the request carries
             ``Authorization: Bearer <api_key>`` (as ``vllm serve --api-key`` does).
+        max_n: chat requests with a larger ``n`` get llama.cpp's 400 (its parallel slots), None: any ``n``.
 
     Attributes:
         requests: JSON bodies received on POST endpoints, in arrival order (``"_path"`` added).
@@ -160,6 +161,7 @@ class FakeOpenAIServer:
         tokenize_chars: float | None = None,
         token_delay: float = 0.0,
         api_key: str | None = None,
+        max_n: int | None = None,
     ):
         for label, rate in (("fail_rate", fail_rate), ("delay_rate", delay_rate)):
             if not 0.0 <= rate <= 1.0:
@@ -176,6 +178,7 @@ class FakeOpenAIServer:
         self.tokenize_chars = tokenize_chars
         self.token_delay = token_delay
         self.api_key = api_key
+        self.max_n = max_n
         self.authorizations: list[str] = []  # the Authorization header of every request, in arrival order
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -402,6 +405,11 @@ class _Handler(BaseHTTPRequestHandler):
             if fail:
                 status = self.fake.fail_status
                 self._send(status, _error("injected failure", "server_error", status))
+                return
+            n = int(body.get("n") or 1)
+            if handler == self._chat and self.fake.max_n is not None and n > self.fake.max_n:  # llama.cpp's words
+                self._send(400, _error(f"Field 'n': Value must be between 1 <= value <= {self.fake.max_n}, but got {n}",
+                                       "invalid_request_error", 400))
                 return
             if handler == self._chat and body.get("stream"):
                 self._stream_chat(body)

@@ -107,7 +107,7 @@ def test_a_pool_member_by_name_is_passed_through():
         assert [c.message.content for c in two.choices] == ["Member says Paris."] * 2 and fake.requests[-1]["n"] == 2
         with pytest.raises(openai.BadRequestError, match="n > 1"):
             client.chat.completions.create(model="small", messages=MESSAGES, n=2, stream=True)
-        assert [m.id for m in client.models.list().data] == ["fusion-4", "best-of-n-4", "fusion", "best-of-n", "small", "big"]
+        assert [m.id for m in client.models.list().data] == ["fusion-5", "best-of-n-5", "fusion", "best-of-n", "small", "big"]
 
 
 def test_the_fusor_compares_first_when_asked_and_the_comparison_streams_as_reasoning():
@@ -221,3 +221,18 @@ def test_a_full_endpoint_answers_429_with_retry_after():
             answers = list(pool.map(lambda _: httpx.post(server.api_base + "/chat/completions", json=body, timeout=30), range(3)))
         assert [a.status_code for a in answers] == [200, 200, 200]  # queued, not refused
         assert fake.in_flight_max == 1
+
+
+def test_n_above_the_server_s_slots_is_drawn_in_requests_it_accepts():
+    """llama.cpp refuses n beyond its parallel slots (4 on the embedded model): fusion-5 is drawn as 4 + 1, the limit remembered."""
+    with endpoint(scripted(), max_n=4) as (fake, server):
+        client = _client(server)
+        first = client.chat.completions.create(model="fusion-5", messages=MESSAGES)
+        assert first.choices[0].message.content == FUSED and first.usage.model_dump()["candidates"] == 5
+        sent = [r.get("n") for r in requests_of(fake, "candidate")]
+        assert sent[0] == 5 and sorted(sent[1:]) == [1, 4]  # refused once, then concurrent requests of the limit
+        fusor_prompt = requests_of(fake, "fusor")[0]["messages"][-1]["content"]
+        assert fusor_prompt.count("Paris, answer 0.") == 2  # both requests' first choice (each its own sample upstream)
+        fake.reset()
+        client.chat.completions.create(model="fusion-5", messages=MESSAGES)
+        assert sorted(r.get("n") for r in requests_of(fake, "candidate")) == [1, 4]  # no second refusal
