@@ -26,6 +26,8 @@ def write_summary(records_path: str | Path, task: Task | None, out_dir: str | Pa
     if len(summary["ns"]) > 1:
         paths["scaling_png"] = out / "scaling.png"
         plot_scaling(summary, paths["scaling_png"])
+        paths["scaling_tokens_png"] = out / "scaling_tokens.png"
+        plot_scaling_tokens(summary, paths["scaling_tokens_png"])
     if summary["languages"]:
         paths["languages_png"] = out / "languages.png"
         plot_languages(summary, paths["languages_png"])
@@ -48,14 +50,14 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
     extra_names = sorted({name for r in summary["rows"] for name in (r.get("metrics") or {})})
     c = summary["counts"]
     head = ["method", "N", "language", "metric", "95% CI", "count", "prompt tok/ex", "completion tok/ex", "total tok/ex",
-            "length / candidates", "framing", "fallbacks", "failed"]
+            "tok/correct", "length / candidates", "framing", "fallbacks", "failed"]
     lines = [
         f"# Evaluation of {summary.get('task') or 'task'}",
         "",
         f"Examples done: {c['done']}; failed (retried on rerun): {c['failed']}; bad rows skipped: {c.get('bad_rows_skipped', 0)}.",
         "Metric: the task's per-example metric, mean with a 95% percentile bootstrap interval "
         f"({summary['bootstrap']['resamples']} resamples): {summary.get('metric_label') or 'metric'}. "
-        "Tokens per example include the shared sampling.",
+        "Tokens per example include the shared sampling; tok/correct is tokens over the summed metric (per correct answer for 0/1 metrics).",
         "Length / candidates: the median of each answer's length over its candidates' median length. Framing: answers "
         "that contain prompt scaffolding (field markers, {placeholders}, field lists, fence tags).",
         "",
@@ -65,6 +67,7 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
     for r in summary["rows"]:
         cells = [r["method"], str(r["n"]), r["language"], _fmt(r["mean"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
                  str(r["count"]), f"{r['tokens_prompt']:.0f}", f"{r['tokens_completion']:.0f}", f"{r['tokens_total']:.0f}",
+                 _fmt(r.get("tokens_per_correct"), 0),
                  _fmt(r.get("length_ratio", math.nan), 2), str(r.get("framed", 0)), str(r["fallbacks"]), str(r["failed"])]
         corpus = r.get("corpus") or {}
         cells += [_fmt(corpus[name], 2) if name in corpus else "" for name in corpus_names]
@@ -123,6 +126,38 @@ def plot_scaling(summary: Mapping[str, Any], path: str | Path, language: str = A
     ax.set_xlabel("N (candidates)")
     ax.set_ylabel(f"{summary.get('task') or 'task'}: {summary.get('metric_label') or 'metric'}")
     ax.set_title(f"Test-time scaling ({language}, 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_scaling_tokens(summary: Mapping[str, Any], path: str | Path, language: str = ALL) -> Path:
+    """Metric against tokens spent per example (prompt + completion, sampling and aggregation), one curve
+    per method over its N (labelled), greedy as a point; the Pareto front (metric vs tokens) drawn and circled."""
+    plt = _pyplot()
+    rows = [r for r in summary["rows"] if r["language"] == language and r["count"]]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for method in summary["methods"]:
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["tokens_total"])
+        if not mine:
+            continue
+        style = {"linestyle": ":"} if method in AGGREGATORS and not AGGREGATORS[method].deployable else {}
+        xs = [max(r["tokens_total"], 1.0) for r in mine]
+        (line,) = ax.plot(xs, [r["mean"] for r in mine], marker="o", label=method, color=method_colour(method), **style)
+        for r, x in zip(mine, xs, strict=True):
+            ax.annotate(f"N={r['n']}", (x, r["mean"]), textcoords="offset points", xytext=(3, 3), fontsize=6, color=line.get_color())
+    front = summary.get("pareto") if language == ALL else None
+    if front:
+        fx, fy = [max(p["tokens_total"], 1.0) for p in front], [p["mean"] for p in front]
+        ax.step(fx, fy, where="post", color="black", linewidth=0.8, alpha=0.6, label="Pareto front")
+        ax.scatter(fx, fy, s=90, facecolors="none", edgecolors="black", linewidths=1.0, zorder=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens per example (prompt + completion, all calls)")
+    ax.set_ylabel(f"{summary.get('task') or 'task'}: {summary.get('metric_label') or 'metric'}")
+    ax.set_title(f"Test-time scaling in tokens ({language})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

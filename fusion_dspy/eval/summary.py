@@ -19,7 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from fusion_dspy.aggregate.registry import BASELINES, FUSION, method_order
+from fusion_dspy.aggregate.registry import AGGREGATORS, BASELINES, FUSION, method_order
 from fusion_dspy.substance import answer_text, framing_found
 from fusion_dspy.task import Task
 
@@ -142,6 +142,8 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
             "tokens_prompt": g.prompt / count if count else 0.0,
             "tokens_completion": g.completion / count if count else 0.0,
             "tokens_total": (g.prompt + g.completion) / count if count else 0.0,
+            # tokens spent per unit of metric: per correct answer for 0/1 metrics (None when nothing scored)
+            "tokens_per_correct": (g.prompt + g.completion) / sum(g.scores) if sum(g.scores) > 0 else None,
             "fallbacks": g.fallbacks, "failed": g.failed,
             "framed": g.framed,
             "length_ratio": statistics.median(g.length_ratios) if g.length_ratios else math.nan,
@@ -191,7 +193,26 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
         "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": 0.95, "seed": seed},
         "rows": rows,
         "deltas": deltas,
+        "pareto": pareto_front(rows),
     }
+
+
+def pareto_front(rows: Sequence[Mapping[str, Any]], language: str = ALL) -> list[dict[str, Any]]:
+    """The (method, N) points of ``language`` no other point beats on both metric and tokens per example.
+
+    A point is dominated when another has at least its mean with at most its tokens, and is strictly
+    better in one of them; oracle-like methods (not deployable) are left out. Sorted by tokens.
+    """
+
+    points = [r for r in rows if r["language"] == language and r["count"] and not math.isnan(r["mean"])
+              and (r["method"] not in AGGREGATORS or AGGREGATORS[r["method"]].deployable)]
+
+    def beaten(r: Mapping[str, Any]) -> bool:
+        return any(o["mean"] >= r["mean"] and o["tokens_total"] <= r["tokens_total"]
+                   and (o["mean"] > r["mean"] or o["tokens_total"] < r["tokens_total"]) for o in points)
+
+    front = [{"method": r["method"], "n": r["n"], "mean": r["mean"], "tokens_total": r["tokens_total"]} for r in points if not beaten(r)]
+    return sorted(front, key=lambda p: (p["tokens_total"], -p["mean"]))
 
 
 def _fusion_gains(rec: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
