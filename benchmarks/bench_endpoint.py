@@ -95,7 +95,7 @@ def _row(total: float, first: float, usage: dict, record: dict, pieces: int, tex
     model_seconds = sum(s["seconds"] for s in stages.values())
     return {"total": total, "first_token": first, "tokens": usage["total_tokens"], "completion_tokens": usage["completion_tokens"],
             "outside_models": total - model_seconds, "pieces": pieces, "fallback": record.get("fallback"), "cut": record.get("cut"),
-            "chars": len(text) if text is not None else None}
+            "chars": len(text) if text is not None else None, "sampling_seconds": stages["sampling"]["seconds"]}
 
 
 def run_in_process(module: Any, prompt: str) -> dict[str, Any]:
@@ -134,6 +134,9 @@ def summarize(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         }
         if "outside_models" in items[0]:
             out[mode]["seconds_outside_models"] = round(sum(r["outside_models"] for r in items), 2)
+        if mode == "stream":  # what the first token waits for: all the candidates, then the fusor's reading of them
+            out[mode]["median_sampling_seconds"] = round(statistics.median(r["sampling_seconds"] for r in items), 2)
+            out[mode]["median_first_token_after_sampling"] = round(statistics.median(r["first_token"] - r["sampling_seconds"] for r in items), 2)
         if mode in ("stream", "whole", "in_process"):
             out[mode]["fallbacks"] = sum(bool(r.get("fallback")) for r in items)
     if "whole" in out and "in_process" in out:
