@@ -23,7 +23,8 @@ def serve_fusion(
 ) -> None:
     """Serve the fusion endpoint until SIGINT/SIGTERM; the embedded model, when it is the pool, stops with it."""
     from fusion_dspy.gateway import Gateway, GatewaySettings, serve
-    from fusion_dspy.lm.endpoints import Pool, check_pool, load_pool
+    from fusion_dspy.lm.endpoints import Pool, load_pool
+    from fusion_dspy.lm.preflight import check_pool
     from fusion_dspy.lm.secrets import Secret
     from fusion_dspy.serving.ports import port_is_free
 

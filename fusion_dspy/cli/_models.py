@@ -13,7 +13,8 @@ from pathlib import Path
 import typer
 
 from fusion_dspy.errors import ConfigurationError
-from fusion_dspy.lm.endpoints import DEFAULT_CHECK_TIMEOUT, Endpoint, Pool, check_pool, load_pool
+from fusion_dspy.lm.endpoints import Endpoint, Pool, load_pool
+from fusion_dspy.lm.preflight import DEFAULT_CHECK_TIMEOUT, check_pool
 
 POOL_OPTION = typer.Option(None, "--pool", help="LiteLLM model_list YAML with a fusion_dspy roles section.")
 MODEL_OPTION = typer.Option(None, "--model", help="LiteLLM model string of one endpoint, e.g. hosted_vllm/NAME.")

@@ -11,11 +11,8 @@ import importlib
 from typing import Any
 
 from fusion_dspy.lm.endpoints import (
-    DEFAULT_CHECK_TIMEOUT,
     Endpoint,
     Pool,
-    check_endpoint,
-    check_pool,
     endpoints_from_model_list,
     lm_name,
     load_pool,
@@ -23,6 +20,7 @@ from fusion_dspy.lm.endpoints import (
 )
 from fusion_dspy.lm.factory import lm_for
 from fusion_dspy.lm.fanout import fan_out
+from fusion_dspy.lm.preflight import DEFAULT_CHECK_TIMEOUT, check_endpoint, check_pool
 
 _LAZY = {
     "RoutedLM": "fusion_dspy.lm.router",

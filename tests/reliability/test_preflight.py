@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from fusion_dspy.cli._models import open_pool
 from fusion_dspy.cli.main import app
 from fusion_dspy.errors import ConfigurationError, EndpointError
-from fusion_dspy.lm.endpoints import Endpoint, Pool, check_endpoint, check_pool
+from fusion_dspy.lm.endpoints import Endpoint, Pool
+from fusion_dspy.lm.preflight import check_endpoint, check_pool
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.reliability._tiny_task import SPEC, write_data, write_pool, write_prompts
 

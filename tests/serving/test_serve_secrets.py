@@ -7,7 +7,8 @@ import logging
 import pytest
 
 from fusion_dspy.errors import ConfigurationError
-from fusion_dspy.lm.endpoints import Endpoint, check_pool, endpoints_from_model_list, load_pool, model_list_of
+from fusion_dspy.lm.endpoints import Endpoint, endpoints_from_model_list, load_pool, model_list_of
+from fusion_dspy.lm.preflight import check_pool
 from fusion_dspy.serving.config import parse_serve_config
 from fusion_dspy.serving.launch import launch
 from fusion_dspy.serving.vllm import vllm_command
