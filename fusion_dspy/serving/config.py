@@ -26,6 +26,9 @@ ten-minute model load. Format (YAML; a bare list of models is accepted too)::
         model: openai/gpt-4o-mini  # the LiteLLM model string
         api_base: https://api.openai.com/v1
         api_key: os.environ/OPENAI_API_KEY
+
+Why one file over 400 lines: it is one format's parser, read top to bottom (models, ports, args,
+secrets, roles); every check names the field it rejects, and splitting it would scatter the format.
 """
 
 from __future__ import annotations
