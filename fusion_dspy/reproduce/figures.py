@@ -6,6 +6,7 @@ the contribution charts :mod:`fusion_dspy.analysis.report`'s.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ def plot_fusor_size(fusors: Sequence[str], series: dict[str, tuple[str | None, S
         for x, m in zip(xs, means, strict=True):
             ax.annotate(f"{m:.1f}", (x, m), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
     ax.set_xticks(range(len(fusors)), list(fusors), rotation=20 if len(fusors) > 3 else 0)
+    ax.set_xlim(-0.5, len(fusors) - 0.5)
     ax.set_xlabel("model (as fusor / as rater), in the order given")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -51,7 +53,7 @@ def plot_bars(labels: Sequence[str], values: Sequence[tuple[float, float, float]
               colours: Sequence[str] | None = None, reference: float | None = None) -> Path:
     """One bar per label with its 95% CI and its value written on it; ``reference`` draws a dashed line (a 50% tie)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 * len(labels) + 2.5), 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.6 * len(labels) + 1.5), 4.8), dpi=120)
     xs = list(range(len(labels)))
     means = [v[0] for v in values]
     errs = [[max(0.0, v[0] - v[1]) for v in values], [max(0.0, v[2] - v[0]) for v in values]]
@@ -60,9 +62,9 @@ def plot_bars(labels: Sequence[str], values: Sequence[tuple[float, float, float]
         ax.annotate(f"{m:.1f}", (bar.get_x() + bar.get_width() / 2, m), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
     if reference is not None:
         ax.axhline(reference, color="grey", linestyle="--", linewidth=1)
-    ax.set_xticks(xs, list(labels), rotation=20 if len(labels) > 3 else 0, ha="right" if len(labels) > 3 else "center")
+    ax.set_xticks(xs, [textwrap.fill(label, 18) for label in labels], fontsize=8)  # wrapped, so long labels never overlap
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 60))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
