@@ -353,7 +353,8 @@ def _fallback_candidate(shown: list[Candidate], scores: dict[int, float | None] 
     return min(shown, key=lambda c: c.index), "first"
 
 
-_FENCE_TAG = re.compile(r"[ \t]*<\s*/?\s*candid\w*\b[^>]*>[ \t]*\n?", re.I)  # also the mangled "<candid id=...>"
+# also the mangled "<candid id=...>"; the spaces after a tag go with it, those before stay ("a <candidate> b" -> "a b")
+_FENCE_TAG = re.compile(r"<\s*/?\s*candid\w*\b[^>]*>[ \t]*\n?", re.I)
 
 
 def _unfence(value: Any) -> Any:

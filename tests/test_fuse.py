@@ -283,3 +283,10 @@ def test_a_looping_fused_answer_is_retried_at_a_higher_temperature():
         temperatures = [body.get("temperature") for body in server.requests]
     assert fusion.fallback is None and fusion.outputs["response"].startswith("Say what you need")
     assert temperatures[0] == 0.0 and temperatures[1] >= 0.3
+
+
+def test_a_fence_tag_inside_a_sentence_leaves_the_words_apart():
+    cset = _cset(2, fields=("response",), inputs={"prompt": "p"})
+    with FakeOpenAIServer(reply="Answer with <candidate> several tips.") as server:
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server))(candidates=cset)
+    assert fusion.outputs == {"response": "Answer with several tips."}
