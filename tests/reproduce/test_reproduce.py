@@ -175,3 +175,19 @@ def test_an_experiment_whose_runs_finish_nothing_says_so(tmp_path, data_root):
         with pytest.raises(FusionError, match=r"no prompt of synth-teachers finished"):
             run_experiment("contributions", s)
     assert not (tmp_path / "out" / "wmt-oracle" / "table.md").exists()
+
+
+@pytest.mark.integration
+def test_an_experiment_on_the_embedded_model(embedded_server, shared_data, tmp_path):
+    """wmt-oracle at --limit 2 on SmolLM2: the eval run, the figure (a PNG) and the table, with real scores."""
+    ep = embedded_server.endpoint
+    pool = Pool({ep.name: ep}, (ep.name,), samples_per_teacher=5)
+    s = Settings(pool=pool, out=tmp_path / "out", data_root=Path(shared_data), data=Path(shared_data) / "wmt24pp" / "en-de_DE.jsonl",
+                 limit=2, max_tokens=48)
+    result = run_experiment("wmt-oracle", s)
+    _written(result)
+    rows = {r["language pair"]: r for r in _table(tmp_path / "out" / "wmt-oracle")}
+    assert set(rows) == {"en-de_DE"} and rows["en-de_DE"]["examples"] == "2"
+    oracle, fusion = float(rows["en-de_DE"]["Oracle"]), float(rows["en-de_DE"]["Fusion-of-N"])
+    assert 0.0 < oracle <= 100.0 and 0.0 <= fusion <= 100.0
+    assert abs(float(rows["en-de_DE"]["fusion - oracle"]) - (fusion - oracle)) < 0.2  # the paired gain agrees with the means
