@@ -179,15 +179,7 @@ def plot_languages(summary: Mapping[str, Any], path: str | Path, *, n: int | Non
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(languages) * max(1, len(wanted)) / 2 + 2), 4.2), dpi=120)
     width = 0.8 / max(1, len(wanted))
     for i, method in enumerate(wanted):
-        xs, means, errs = [], [], [[], []]
-        for j, lang in enumerate(languages):
-            r = by.get((method, lang))
-            if r is None:
-                continue
-            xs.append(j - 0.4 + width * (i + 0.5))
-            means.append(r["mean"])
-            errs[0].append(max(0.0, r["mean"] - r["ci_low"]))
-            errs[1].append(max(0.0, r["ci_high"] - r["mean"]))
+        xs, means, errs = _grouped_bars([by.get((method, lang)) for lang in languages], i, width)
         if xs:
             hatch = "//" if method in AGGREGATORS and not AGGREGATORS[method].deployable else None
             ax.bar(xs, means, width, yerr=errs, capsize=2, label=method, hatch=hatch, edgecolor="black", linewidth=0.5,
@@ -204,6 +196,21 @@ def plot_languages(summary: Mapping[str, Any], path: str | Path, *, n: int | Non
     return Path(path)
 
 
+def _grouped_bars(cells: list[Mapping[str, Any] | None], i: int, width: float) -> tuple[list[float], list[float], list[list[float]]]:
+    """Bar positions, heights and CI error bars of series ``i`` over the language groups (a missing cell is skipped)."""
+    xs: list[float] = []
+    means: list[float] = []
+    errs: list[list[float]] = [[], []]
+    for j, cell in enumerate(cells):
+        if cell is None:
+            continue
+        xs.append(j - 0.4 + width * (i + 0.5))
+        means.append(cell["mean"])
+        errs[0].append(max(0.0, cell["mean"] - cell["ci_low"]))
+        errs[1].append(max(0.0, cell["ci_high"] - cell["mean"]))
+    return xs, means, errs
+
+
 def plot_deltas(summary: Mapping[str, Any], path: str | Path, *, title: str | None = None) -> Path:
     """Fusion's paired gain over each other method, per language, with 95% CIs (the paper's Fig. 2:
     fusion minus Best-of-N, and minus the oracle, in the task's metric)."""
@@ -217,15 +224,7 @@ def plot_deltas(summary: Mapping[str, Any], path: str | Path, *, title: str | No
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(languages) * max(1, len(versus)) / 1.5 + 2), 4.2), dpi=120)
     width = 0.8 / max(1, len(versus))
     for i, other in enumerate(versus):
-        xs, means, errs = [], [], [[], []]
-        for j, lang in enumerate(languages):
-            d = by.get((other, lang))
-            if d is None:
-                continue
-            xs.append(j - 0.4 + width * (i + 0.5))
-            means.append(d["mean"])
-            errs[0].append(max(0.0, d["mean"] - d["ci_low"]))
-            errs[1].append(max(0.0, d["ci_high"] - d["mean"]))
+        xs, means, errs = _grouped_bars([by.get((other, lang)) for lang in languages], i, width)
         if xs:
             bars = ax.bar(xs, means, width, yerr=errs, capsize=2, label=f"{deltas[0]['method']} - {other}", edgecolor="black", linewidth=0.5,
                           color=method_colour(other))
