@@ -28,7 +28,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from fusion_dspy.errors import ConfigurationError, SamplingError
@@ -114,6 +114,35 @@ class AdaptiveN:
             raise ConfigurationError(f"adaptive similarity is a rapidfuzz ratio in (0, 100], got {self.similarity}")
         if self.max_tokens_total is not None and self.max_tokens_total < 1:
             raise ConfigurationError(f"max_tokens_total must be >= 1, got {self.max_tokens_total}")
+
+    def with_max_n(self, max_n: int) -> AdaptiveN:
+        """These settings up to ``max_n`` samples (``start`` lowered to fit): one point of an adaptive curve."""
+        return replace(self, max_n=max_n, start=min(self.start, max_n))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_spec(cls, spec: str, **defaults: Any) -> AdaptiveN:
+        """Settings from ``"on"`` or ``"start=2,step=2,threshold=0.95,similarity=90,max_tokens_total=4000"``.
+
+        Raises:
+            ConfigurationError: an unknown name or a value of the wrong kind.
+        """
+        values: dict[str, Any] = dict(defaults)
+        text = (spec or "").strip()
+        if text.lower() not in ("", "on", "true", "default"):
+            kinds = {"start": int, "step": int, "max_n": int, "threshold": float, "similarity": float, "max_tokens_total": int}
+            for part in text.split(","):
+                name, sep, value = (x.strip() for x in part.partition("="))
+                if not sep or name not in kinds:
+                    raise ConfigurationError(f"adaptive settings: {part.strip()!r} is not NAME=VALUE with NAME one of {', '.join(kinds)} "
+                                             "(e.g. start=2,step=2,threshold=0.95)")
+                try:
+                    values[name] = kinds[name](value)
+                except ValueError:
+                    raise ConfigurationError(f"adaptive settings: {name}={value!r} is not a valid {kinds[name].__name__}") from None
+        return cls(**values)
 
     def round_sizes(self) -> list[int]:
         """Samples per round when no rule stops early: ``start``, then ``step`` up to ``max_n``."""
@@ -255,13 +284,21 @@ def sample_adaptive(
 
 
 def replay(cset: CandidateSet, adaptive: AdaptiveN, *, key: Key | None = None, field: str | None = None,
-           n_limit: int | None = None) -> tuple[CandidateSet, AdaptiveTrace]:
+           n_limit: int | None = None, max_tokens: int | None = None) -> tuple[CandidateSet, AdaptiveTrace]:
     """The rule applied to a pool sampled at once: the first candidates where it would have stopped.
 
     Tokens count each candidate's completion and each round's prompt (the pool's prompt tokens per
     request), as :func:`sample_adaptive` would have spent drawing the same samples in rounds.
-    Budgets are not replayed (a cut answer cannot be recovered from a whole one).
+    A budget (``max_tokens_total``) needs ``max_tokens``, the bound on one sample's completion: a
+    round shrinks until its worst case fits, and sampling stops when none does. Unlike live
+    sampling, a replayed round never lowers the per-sample ``max_tokens`` (a cut answer cannot be
+    recovered from a whole one), so a replayed budget stops no later than a live one.
+
+    Raises:
+        ConfigurationError: a budget without ``max_tokens``, or one that cannot hold the first sample.
     """
+    if adaptive.max_tokens_total is not None and not max_tokens:
+        raise ConfigurationError("replaying max_tokens_total needs max_tokens (the bound on one sample's completion)")
     calls = max(1, cset.usage.calls)
     prompt = math.ceil(cset.usage.prompt_tokens / calls)
     drawn, rounds, stop, evidence, tokens = 0, 0, MAX_N, {}, 0
@@ -269,6 +306,14 @@ def replay(cset: CandidateSet, adaptive: AdaptiveN, *, key: Key | None = None, f
     for k in adaptive.round_sizes():
         if drawn >= len(cset.candidates):
             break
+        if adaptive.max_tokens_total is not None:
+            k = _fit_whole(adaptive.max_tokens_total - tokens, k, prompt, int(max_tokens or 0), n_limit)
+            if k == 0:
+                if not drawn:
+                    raise ConfigurationError(f"max_tokens_total={adaptive.max_tokens_total} cannot hold one sample "
+                                             f"({prompt} prompt tokens plus max_tokens={max_tokens})")
+                stop = BUDGET
+                break
         part = cset.candidates[drawn: drawn + k]
         drawn += len(part)
         rounds += 1
@@ -328,6 +373,14 @@ def _fit(remaining: int, k: int, prompt: int, cap: int, n_limit: int | None) -> 
         if per_sample >= min(cap, _MIN_COMPLETION):
             return size, per_sample
     return 0, 0
+
+
+def _fit_whole(remaining: int, k: int, prompt: int, max_tokens: int, n_limit: int | None) -> int:
+    """The largest round of at most ``k`` whole samples (``max_tokens`` each) whose worst case fits ``remaining``."""
+    for size in range(k, 0, -1):
+        if prompt * _requests(size, n_limit) + size * max_tokens <= remaining:
+            return size
+    return 0
 
 
 def _prompt_bound(program: Any, inputs: Mapping[str, Any]) -> int:

@@ -120,11 +120,23 @@ class CandidateSet:
         return random.Random(hashlib.sha256(key.encode()).hexdigest())
 
     def first(self, k: int) -> CandidateSet:
-        """The first ``k`` candidates (for scaling curves: a smaller N reuses a larger pool)."""
+        """The first ``k`` candidates (for scaling curves: a smaller N reuses a larger pool).
+
+        Their usage is what drawing them alone would have cost: their completions, and the prompt
+        once per request, with requests as large as the pool's (one ``n=8`` request shares its
+        prompt; its first 2 candidates cost that prompt once, not a quarter of it).
+        """
+        if k >= len(self.candidates):
+            return self
         kept = self.candidates[:k]
-        usage = Usage()
-        for c in kept:
-            usage = usage + c.usage
+        completion = sum(c.usage.completion_tokens for c in kept)
+        seconds = sum(c.usage.seconds for c in kept)
+        if self.usage.calls > 0:
+            per_request = math.ceil(len(self.candidates) / self.usage.calls)
+            requests = math.ceil(k / per_request)
+            usage = Usage(round(self.usage.prompt_tokens / self.usage.calls * requests), completion, seconds, requests)
+        else:  # no request count recorded: the candidates' own shares
+            usage = Usage(sum(c.usage.prompt_tokens for c in kept), completion, seconds, sum(c.usage.calls for c in kept))
         return CandidateSet(self.inputs, kept, self.output_fields, usage)
 
     def to_dict(self) -> dict[str, Any]:

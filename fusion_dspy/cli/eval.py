@@ -65,6 +65,11 @@ def eval_command(
     wmt_metric: str | None = typer.Option(None, "--metric", help="wmt: the per-example metric (chrf, bleu, comet; default chrf)."),
     comet_model: str | None = typer.Option(None, "--comet-model", help="wmt: a local COMET/XCOMET checkpoint (.ckpt) for the comet metric."),
     comet_device: str | None = typer.Option(None, "--comet-device", help="wmt: where COMET runs: auto (a GPU when present), cpu or gpu."),
+    adaptive: str | None = typer.Option(
+        None, "--adaptive", help="Also replay each method as adaptive N on the same pools, up to each N: 'on', or settings "
+        "such as start=2,step=2,threshold=0.95,similarity=90 (rounds stop when the candidates agree; then no aggregation call). "
+        "The summary and scaling_tokens.png get an adaptive curve per method. No extra model calls."
+    ),
     pool: Path | None = POOL_OPTION,
     model: str | None = MODEL_OPTION,
     api_base: str | None = API_BASE_OPTION,
@@ -87,7 +92,7 @@ def eval_command(
         oracle_metric=oracle_metric, metric=wmt_metric, comet_model=comet_model, comet_device=comet_device,
     )
     plan = prepare(the_task, data, limit=limit, n=n if n is not None else DEFAULT_N, methods=methods, max_tokens=max_tokens,
-                   concurrency=concurrency, skip_bad_rows=skip_bad_rows, seed=seed, n_given=n is not None)
+                   concurrency=concurrency, skip_bad_rows=skip_bad_rows, seed=seed, n_given=n is not None, adaptive=adaptive)
     if pool is not None:
         load_pool(pool).endpoint_for(judge, api_base=judge_api_base)  # a bad pool file or judge fails here, before any server starts
     out_dir = out or default_out_dir(plan.task.name)
@@ -125,6 +130,16 @@ def print_summary(summary: dict) -> None:
                       f"{r['tokens_total']:.0f}", _f(r.get("length_ratio"), 2), str(r.get("framed", 0)), str(r["fallbacks"]),
                       str(r["failed"]))
     Console().print(table)
+    adaptive = [r for r in summary.get("adaptive") or [] if r["language"] == "all"]
+    if adaptive:
+        at = Table(title="adaptive N (replayed on the same pools), all languages")
+        for col in ("method", "max N", "metric", "fixed-N metric", "samples/ex", "skipped", "tokens/ex", "saved/ex"):
+            at.add_column(col, justify="left" if col == "method" else "right")
+        for r in adaptive:
+            saved = r.get("tokens_saved")
+            at.add_row(r["method"], str(r["n"]), _f(r["mean"]), _f(r.get("fixed_mean")), _f(r.get("samples"), 2),
+                       f"{r.get('aggregation_skipped', 0)}/{r['count']}", f"{r['tokens_total']:.0f}", "-" if saved is None else f"{saved:.0f}")
+        Console().print(at)
     if corpus_names:
         ct = Table(title="corpus metrics per language")
         for col in ("method", "N", "language", *corpus_names):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fusion_dspy.adaptive import AdaptiveN
 from fusion_dspy.aggregate.registry import BASELINES, available_methods, check_methods
 from fusion_dspy.data import BadRows
 from fusion_dspy.errors import ConfigurationError, DataError
@@ -34,6 +35,8 @@ class EvalPlan:
         ns: the pool sizes to evaluate, ascending; the pool is sampled once at ``max(ns)``.
         methods: method names (``greedy`` and aggregations), in the order given.
         bad_rows: rows skipped with ``skip_bad_rows``.
+        adaptive: adaptive-N settings: each aggregation is also replayed adaptively on the pool, up
+            to each N (``max_n`` is taken from ``ns``), for the adaptive curve of the summary.
     """
 
     task: Task
@@ -46,6 +49,7 @@ class EvalPlan:
     seed: int
     bad_rows: BadRows = field(default_factory=BadRows)
     n_given: bool = True
+    adaptive: AdaptiveN | None = None
 
     @property
     def n_max(self) -> int:
@@ -130,6 +134,7 @@ def prepare(
     skip_bad_rows: bool = False,
     seed: int = 0,
     n_given: bool = True,
+    adaptive: AdaptiveN | str | None = None,
 ) -> EvalPlan:
     """Validate every setting and load the data; raises before any model is started or called.
 
@@ -166,7 +171,15 @@ def prepare(
     for ex in examples[:1]:
         if not hasattr(ex, "inputs") or ex.get("id") is None:
             raise ConfigurationError(f"task {task.name!r}: examples need inputs (with_inputs) and an 'id'")
-    return EvalPlan(task, path, list(examples), ns, tuple(methods), max_tokens, concurrency, seed, bad_rows, n_given)
+    if isinstance(adaptive, str):
+        adaptive = AdaptiveN.from_spec(adaptive)
+    if adaptive is not None and not isinstance(adaptive, AdaptiveN):
+        raise ConfigurationError(f"adaptive must be an AdaptiveN or a settings string, got {type(adaptive).__name__}")
+    if adaptive is not None and max(ns) < 2:
+        raise ConfigurationError("adaptive N needs a pool of at least 2 candidates: give --n 8 or a list such as 2,4,8")
+    if adaptive is not None:
+        adaptive = adaptive.with_max_n(max(ns))  # each N of the curve is a max_n
+    return EvalPlan(task, path, list(examples), ns, tuple(methods), max_tokens, concurrency, seed, bad_rows, n_given, adaptive)
 
 
 def roles_from_pool(
@@ -231,6 +244,9 @@ def _fit_to_roles(plan: EvalPlan, roles: EvalRoles) -> EvalPlan:
     size = roles.pool_size
     if size is None:
         return plan
+    if plan.adaptive is not None:
+        raise ConfigurationError(f"adaptive N samples rounds of one model; this pool has {len(roles.teachers)} teachers: "
+                                 "evaluate adaptive N with one teacher")
     if not plan.n_given:
         plan.ns = (size,)
         return plan

@@ -26,6 +26,7 @@ def write_summary(records_path: str | Path, task: Task | None, out_dir: str | Pa
     if len(summary["ns"]) > 1:
         paths["scaling_png"] = out / "scaling.png"
         plot_scaling(summary, paths["scaling_png"])
+    if len(summary["ns"]) > 1 or summary.get("adaptive"):
         paths["scaling_tokens_png"] = out / "scaling_tokens.png"
         plot_scaling_tokens(summary, paths["scaling_tokens_png"])
     if summary["languages"]:
@@ -74,6 +75,19 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
         extra = r.get("metrics") or {}
         cells += [f"{_fmt(extra[name]['mean'])} ({extra[name]['count']})" if name in extra else "" for name in extra_names]
         lines.append("| " + " | ".join(cells) + " |")
+    adaptive = [r for r in summary.get("adaptive") or [] if r["language"] == ALL]
+    if adaptive:
+        lines += ["", "## Adaptive N (replayed on the same pools; all languages)", "",
+                  "Each aggregation as adaptive sampling would have run it up to max N: rounds of the pool's candidates, "
+                  "stopping when they agree (then no aggregation call). Tokens saved: against the same method at fixed N = max N.", "",
+                  "| method | max N | metric | 95% CI | fixed-N metric | count | samples/ex | aggregation skipped | stops | total tok/ex | "
+                  "tokens saved/ex | tok/correct |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in adaptive:
+            stops = ", ".join(f"{k} {v}" for k, v in sorted(r.get("stops", {}).items()))
+            saved = r.get("tokens_saved")
+            lines.append(f"| {r['method']} | {r['n']} | {_fmt(r['mean'])} | [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
+                         f"{_fmt(r.get('fixed_mean'))} | {r['count']} | {_fmt(r.get('samples'), 2)} | {r.get('aggregation_skipped', 0)} | "
+                         f"{stops} | {r['tokens_total']:.0f} | {'-' if saved is None else f'{saved:.0f}'} | {_fmt(r.get('tokens_per_correct'), 0)} |")
     if summary.get("deltas"):
         lines += ["", "## Fusion's gain per language (paired: the same examples, largest N)", "",
                   "| versus | N | language | fusion minus it | 95% CI | count |", "|---|---|---|---|---|---|"]
@@ -136,7 +150,8 @@ def plot_scaling(summary: Mapping[str, Any], path: str | Path, language: str = A
 
 def plot_scaling_tokens(summary: Mapping[str, Any], path: str | Path, language: str = ALL) -> Path:
     """Metric against tokens spent per example (prompt + completion, sampling and aggregation), one curve
-    per method over its N (labelled), greedy as a point; the Pareto front (metric vs tokens) drawn and circled."""
+    per method over its N (labelled), greedy as a point, each adaptive run as its own dashed curve over
+    its max N; the Pareto front (metric vs tokens) drawn and circled."""
     plt = _pyplot()
     rows = [r for r in summary["rows"] if r["language"] == language and r["count"]]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
@@ -149,6 +164,16 @@ def plot_scaling_tokens(summary: Mapping[str, Any], path: str | Path, language: 
         (line,) = ax.plot(xs, [r["mean"] for r in mine], marker="o", label=method, color=method_colour(method), **style)
         for r, x in zip(mine, xs, strict=True):
             ax.annotate(f"N={r['n']}", (x, r["mean"]), textcoords="offset points", xytext=(3, 3), fontsize=6, color=line.get_color())
+    for method in summary["methods"]:
+        mine = sorted((r for r in summary.get("adaptive") or [] if r["method"] == method and r["language"] == language and r["count"]),
+                      key=lambda r: r["tokens_total"])
+        if not mine:
+            continue
+        xs = [max(r["tokens_total"], 1.0) for r in mine]
+        (line,) = ax.plot(xs, [r["mean"] for r in mine], marker="s", linestyle="--", label=f"{method} (adaptive)",
+                          color=method_colour(method), alpha=0.8)
+        for r, x in zip(mine, xs, strict=True):
+            ax.annotate(f"max {r['n']}", (x, r["mean"]), textcoords="offset points", xytext=(3, -9), fontsize=6, color=line.get_color())
     front = summary.get("pareto") if language == ALL else None
     if front:
         fx, fy = [max(p["tokens_total"], 1.0) for p in front], [p["mean"] for p in front]

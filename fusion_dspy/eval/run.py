@@ -78,6 +78,8 @@ def _run(plan: EvalPlan, roles: EvalRoles, out: Path, *, progress: bool, stop: t
         config["task_options"] = dict(plan.task.options)
     if plan.task.uses_judge or plan.task.extra_metrics:
         config["judge"] = roles.judge_name
+    if plan.adaptive is not None:  # absent: ids of runs without it stay valid
+        config["adaptive"] = plan.adaptive.to_dict()
     work = _Worker(plan, roles, config)
 
     def items() -> Iterator[tuple[str, Any]]:
@@ -126,6 +128,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     cache: bool = True,
+    adaptive: Any = None,
 ) -> dict[str, Any]:
     """Run the test-time scaling evaluation of ``task`` on ``data_path`` and return the summary.
 
@@ -140,9 +143,11 @@ def evaluate(
         methods: any of :data:`~fusion_dspy.aggregate.ALL_METHODS` (default: all the task supports).
         concurrency: examples in flight.
         cache: use DSPy's response cache (turn off to measure speed).
+        adaptive: an :class:`~fusion_dspy.adaptive.AdaptiveN` or settings string (``"on"``,
+            ``"start=2,step=2"``): each method is also replayed as adaptive N on the same pools.
     """
     plan = prepare(task, data_path, limit=limit, n=DEFAULT_N if n is None else n, methods=methods, max_tokens=max_tokens,
-                   concurrency=concurrency, skip_bad_rows=skip_bad_rows, seed=seed, n_given=n is not None)
+                   concurrency=concurrency, skip_bad_rows=skip_bad_rows, seed=seed, n_given=n is not None, adaptive=adaptive)
     roles = pool if isinstance(pool, EvalRoles) else roles_from_pool(pool, max_tokens=max_tokens, cache=cache)
     return run(plan, roles, out_dir or default_out_dir(plan.task.name), progress=progress)
 
@@ -200,6 +205,7 @@ class _Worker:
                 if result.get("status") != "failed":
                     results[name] = self._scored(result, scoring)
         fields = example.toDict()
+        extra = {"adaptive": self._adaptive(cset, {**by_n, str(self.plan.n_max): methods}, example, scoring)} if self.plan.adaptive else {}
         return stamp(EVAL, {
             "config": self.config,
             "inputs": inputs,
@@ -211,7 +217,49 @@ class _Worker:
             "example_id": str(fields.get("id")),
             "language": str(fields.get("language") or "-"),
             "gold": {k: v for k, v in fields.items() if k not in inputs and k not in _NOT_GOLD},
+            **extra,
         })
+
+    def _adaptive(self, cset: Any, fixed: Mapping[str, Mapping[str, Any]], example: Any, scoring: Any) -> dict[str, Any]:
+        """Each aggregation as adaptive N would have run it up to each N, replayed on the sampled pool.
+
+        No model is called: where the rule stops on agreement the agreed candidate is the answer (no
+        aggregation call), and where it draws all N candidates the answer is the fixed-N method's, on
+        the identical candidates, with the sampling tokens of drawing them in rounds.
+        """
+        from fusion_dspy.adaptive import answer_key, replay
+        from fusion_dspy.aggregate.adaptive import run_adaptive
+        from fusion_dspy.types import Usage
+
+        key = answer_key(self.task.answer_field, self.task.normalize) if self.task.normalize is not None else None
+        out: dict[str, Any] = {}
+        for k in self.plan.ns:
+            if k < 2:
+                continue
+            used, trace = replay(cset.first(k), self.plan.adaptive.with_max_n(k), key=key, field=self.task.answer_field,
+                                 n_limit=self._n_limit)
+            results: dict[str, Any] = {}
+            for method in self.plan.aggregations:
+                if trace.agreed:
+                    try:
+                        done = run_adaptive(self.aggregators.get(method), used, trace, example=example).to_record()
+                        results[method] = self._scored(done, scoring)
+                    except Exception as exc:  # noqa: BLE001 - recorded as this method's failure
+                        results[method] = _failed(exc)
+                    continue
+                same = dict(fixed.get(str(k), {}).get(method) or {})
+                if same.get("status") != "failed" and same.get("usage"):
+                    aggregation = Usage(**{f: same["usage"]["aggregation"][f] for f in ("prompt_tokens", "completion_tokens", "seconds", "calls")})
+                    same["usage"] = Usage.breakdown(used.usage, aggregation)
+                results[method] = {**same, "adaptive": trace.to_dict()}
+            out[str(k)] = results
+        return out
+
+    @property
+    def _n_limit(self) -> int | None:
+        from fusion_dspy.sampling import n_limit_of
+
+        return n_limit_of(next(iter(self.roles.teachers.values())))
 
     def _greedy(self, program: Any, inputs: dict[str, Any]) -> dict[str, Any]:
         from fusion_dspy.aggregate.registry import run_greedy

@@ -41,6 +41,14 @@ def method_results(rec: Mapping[str, Any]) -> Iterator[tuple[str, int, dict[str,
                 yield method, int(k), dict(result)
 
 
+def adaptive_results(rec: Mapping[str, Any]) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """``(method, max_n, result)`` of an evaluation record's adaptive replay (``eval --adaptive``)."""
+    for k, results in (rec.get("adaptive") or {}).items():
+        for method, result in (results or {}).items():
+            if isinstance(result, Mapping):
+                yield method, int(k), dict(result)
+
+
 def bootstrap_ci(values: Sequence[float], *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean (seeded, so summaries are reproducible)."""
     import numpy as np
@@ -71,6 +79,9 @@ class _Group:
     framed: int = 0
     length_ratios: list[float] = field(default_factory=list)
     extra: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    samples: list[int] = field(default_factory=list)  # adaptive: samples drawn per example
+    skipped: int = 0  # adaptive: examples whose aggregation call was skipped (agreement)
+    stops: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     examples: list[Any] = field(default_factory=list)
     predictions: list[Any] = field(default_factory=list)
 
@@ -92,18 +103,26 @@ class _Group:
         self.completion += int(total.get("completion_tokens") or 0)
         if result.get("fallback"):
             self.fallbacks += 1
+        trace = result.get("adaptive")
+        if isinstance(trace, Mapping):
+            self.samples.append(int(trace.get("samples") or 0))
+            self.skipped += bool(trace.get("aggregation_skipped"))
+            self.stops[str(trace.get("stop"))] += 1
 
 
 def summarize(records_path: str | Path, task: Task | None = None, *, seed: int = 0) -> dict[str, Any]:
     """The summary of every record in ``records_path`` (one streaming pass).
 
     Returns a dict with ``rows`` (one per method, N and language: mean, 95% CI, count, tokens per
-    example, fallbacks, failures and corpus metrics), and ``counts``.
+    example, fallbacks, failures and corpus metrics), ``adaptive`` (the same per method, ``max_n``
+    and language of an ``--adaptive`` run, with samples drawn, aggregation calls skipped, stop
+    reasons and tokens saved against the fixed N), ``pareto`` and ``counts``.
     """
     from fusion_dspy.records import failures_path, read_records
 
     path = Path(records_path)
     groups: dict[tuple[str, int, str], _Group] = defaultdict(_Group)
+    adaptive_groups: dict[tuple[str, int, str], _Group] = defaultdict(_Group)
     corpus = task is not None and task.corpus_metrics is not None
     paired: dict[tuple[str, str], list[float]] = defaultdict(list)
     n_paired = 0
@@ -125,6 +144,9 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
                 if corpus and lang != ALL and result.get("status") != "failed":
                     g.examples.append(example)
                     g.predictions.append(_prediction(result.get("outputs")))
+        for method, k, result in adaptive_results(rec):
+            for lang in (language, ALL):
+                adaptive_groups[(method, k, lang)].add(result, field_name, candidate_chars)
         for other, delta in _fusion_gains(rec):
             n_paired = max(n_paired, int(rec.get("n_max") or 0))
             for lang in (language, ALL):
@@ -132,31 +154,18 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
     if len(configs) > 1:
         logger.warning("%s holds records of %d different configurations; the summary pools them", path, len(configs))
 
-    rows = []
-    for (method, k, lang), g in sorted(groups.items(), key=lambda kv: (method_order(kv[0][0]), kv[0][1], kv[0][2] != ALL, kv[0][2])):
-        count = len(g.scores)
-        mean = sum(g.scores) / count if count else math.nan
-        low, high = bootstrap_ci(g.scores, seed=seed)
-        row: dict[str, Any] = {
-            "method": method, "n": k, "language": lang, "mean": mean, "ci_low": low, "ci_high": high, "count": count,
-            "tokens_prompt": g.prompt / count if count else 0.0,
-            "tokens_completion": g.completion / count if count else 0.0,
-            "tokens_total": (g.prompt + g.completion) / count if count else 0.0,
-            # tokens spent per unit of metric: per correct answer for 0/1 metrics (None when nothing scored)
-            "tokens_per_correct": (g.prompt + g.completion) / sum(g.scores) if sum(g.scores) > 0 else None,
-            "fallbacks": g.fallbacks, "failed": g.failed,
-            "framed": g.framed,
-            "length_ratio": statistics.median(g.length_ratios) if g.length_ratios else math.nan,
-        }
-        if g.extra:  # further metrics (a reasoning judge): mean and how many answers it scored
-            row["metrics"] = {name: {"mean": sum(v) / len(v), "count": len(v)} for name, v in sorted(g.extra.items())}
-        if corpus and g.examples:
-            try:
-                row["corpus"] = {name: float(v) for name, v in task.corpus_metrics(g.examples, g.predictions).items()}
-            except Exception as exc:  # noqa: BLE001 - a corpus metric that fails is reported, not fatal
-                logger.warning("corpus metrics failed for %s N=%d %s: %s", method, k, lang, exc)
-                row["corpus"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-        rows.append(row)
+    rows = [_row(key, g, task if corpus else None, seed) for key, g in _ordered(groups)]
+    fixed = {(r["method"], r["n"], r["language"]): r for r in rows}
+    adaptive_rows = []
+    for key, g in _ordered(adaptive_groups):
+        row = _row(key, g, None, seed)
+        row.update(samples=sum(g.samples) / len(g.samples) if g.samples else math.nan, aggregation_skipped=g.skipped,
+                   stops=dict(g.stops), adaptive=True)
+        same = fixed.get(key)
+        # against the same method at fixed N = max_n (on the same examples when none failed)
+        row["tokens_saved"] = same["tokens_total"] - row["tokens_total"] if same and same["count"] == row["count"] else None
+        row["fixed_mean"] = same["mean"] if same else None
+        adaptive_rows.append(row)
 
     failed_ids: set[str] = set()
     fail_log = failures_path(SimpleNamespace(path=path))  # type: ignore[arg-type] - it only reads .path
@@ -193,12 +202,46 @@ def summarize(records_path: str | Path, task: Task | None = None, *, seed: int =
         "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": 0.95, "seed": seed},
         "rows": rows,
         "deltas": deltas,
-        "pareto": pareto_front(rows),
+        "adaptive": adaptive_rows,
+        "pareto": pareto_front([*rows, *adaptive_rows]),
     }
 
 
+def _ordered(groups: Mapping[tuple[str, int, str], _Group]) -> list[tuple[tuple[str, int, str], _Group]]:
+    return sorted(groups.items(), key=lambda kv: (method_order(kv[0][0]), kv[0][1], kv[0][2] != ALL, kv[0][2]))
+
+
+def _row(key: tuple[str, int, str], g: _Group, task: Task | None, seed: int) -> dict[str, Any]:
+    """One summary row: the metric with its CI, tokens per example and per correct answer, and the answers' health."""
+    method, k, lang = key
+    count = len(g.scores)
+    mean = sum(g.scores) / count if count else math.nan
+    low, high = bootstrap_ci(g.scores, seed=seed)
+    row: dict[str, Any] = {
+        "method": method, "n": k, "language": lang, "mean": mean, "ci_low": low, "ci_high": high, "count": count,
+        "tokens_prompt": g.prompt / count if count else 0.0,
+        "tokens_completion": g.completion / count if count else 0.0,
+        "tokens_total": (g.prompt + g.completion) / count if count else 0.0,
+        # tokens spent per unit of metric: per correct answer for 0/1 metrics (None when nothing scored)
+        "tokens_per_correct": (g.prompt + g.completion) / sum(g.scores) if sum(g.scores) > 0 else None,
+        "fallbacks": g.fallbacks, "failed": g.failed,
+        "framed": g.framed,
+        "length_ratio": statistics.median(g.length_ratios) if g.length_ratios else math.nan,
+    }
+    if g.extra:  # further metrics (a reasoning judge): mean and how many answers it scored
+        row["metrics"] = {name: {"mean": sum(v) / len(v), "count": len(v)} for name, v in sorted(g.extra.items())}
+    if task is not None and task.corpus_metrics is not None and g.examples:
+        try:
+            row["corpus"] = {name: float(v) for name, v in task.corpus_metrics(g.examples, g.predictions).items()}
+        except Exception as exc:  # noqa: BLE001 - a corpus metric that fails is reported, not fatal
+            logger.warning("corpus metrics failed for %s N=%d %s: %s", method, k, lang, exc)
+            row["corpus"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    return row
+
+
 def pareto_front(rows: Sequence[Mapping[str, Any]], language: str = ALL) -> list[dict[str, Any]]:
-    """The (method, N) points of ``language`` no other point beats on both metric and tokens per example.
+    """The (method, N) points of ``language`` no other point beats on both metric and tokens per example
+    (adaptive rows, marked ``adaptive``, compete with the fixed ones; their N is their ``max_n``).
 
     A point is dominated when another has at least its mean with at most its tokens, and is strictly
     better in one of them; oracle-like methods (not deployable) are left out. Sorted by tokens.
@@ -211,7 +254,8 @@ def pareto_front(rows: Sequence[Mapping[str, Any]], language: str = ALL) -> list
         return any(o["mean"] >= r["mean"] and o["tokens_total"] <= r["tokens_total"]
                    and (o["mean"] > r["mean"] or o["tokens_total"] < r["tokens_total"]) for o in points)
 
-    front = [{"method": r["method"], "n": r["n"], "mean": r["mean"], "tokens_total": r["tokens_total"]} for r in points if not beaten(r)]
+    front = [{"method": r["method"], "n": r["n"], "mean": r["mean"], "tokens_total": r["tokens_total"], "adaptive": bool(r.get("adaptive"))}
+             for r in points if not beaten(r)]
     return sorted(front, key=lambda p: (p["tokens_total"], -p["mean"]))
 
 
