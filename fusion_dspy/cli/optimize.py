@@ -168,7 +168,9 @@ def search(
     methods: str | None = typer.Option(None, "--methods", help=f"Methods (default {_DEPLOYABLE} where the task allows)."),
     fusors: str | None = typer.Option(None, "--fusors", help="Models that may fuse (default: every model)."),
     raters: str | None = typer.Option(None, "--raters", help="Models that may rate for bon (default: the first model)."),
-    param: list[str] = typer.Option([], "--param", help="Any parameter as NAME=V1,V2 (n, temperature, teachers, method, fusor, rater)."),
+    param: list[str] = typer.Option([], "--param", help="Any parameter as NAME=V1,V2 (n, temperature, teachers, method, fusor, rater; "
+                                    "adaptive N: adaptive_start=off,2,4, adaptive_step, adaptive_threshold (closed-form tasks), "
+                                    "adaptive_similarity (free-form), adaptive_budget=none,2000)."),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe, random or grid."),
     max_tokens: int = typer.Option(128, "--max-tokens", help="max_tokens of every model (keep small on CPU)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Examples per pruning step (budget objective; default a quarter)."),
@@ -224,10 +226,10 @@ def search(
     _table(
         f"study {study_name!r}: {len(rows)} trials ({trials} this run), objective {goal.kind}"
         + (f" (budget {budget:g} tokens/ex)" if budget else ""),
-        ["trial", "state", "n", "temp", "teachers", "method", "aggregator", "metric", "tokens/ex", "best"],
+        ["trial", "state", "n", "temp", "teachers", "method", "aggregator", "adaptive", "metric", "tokens/ex", "best"],
         [
             [r["trial"], r["state"], r["params"].get("n"), r["params"].get("temperature"), r["params"].get("teachers"), r["params"].get("method"),
-             r["params"].get("fusor") or r["params"].get("rater") or "", r["metric"], r["tokens_per_example"],
+             r["params"].get("fusor") or r["params"].get("rater") or "", _adaptive_cell(r["params"]), r["metric"], r["tokens_per_example"],
              "chosen" if r["chosen"] else ("yes" if r["best"] else "")]
             for r in shown
         ],
@@ -240,3 +242,12 @@ def search(
     elif result.chosen is None:
         typer.echo("no trial completed" + (" within the budget" if goal.kind == "budget" else "") + "; no configuration chosen")
     typer.echo(f"study: {storage} ({study_name})")
+
+
+def _adaptive_cell(params: dict[str, Any]) -> str:
+    """A trial's adaptive settings in a table cell (empty: not searched; off: a fixed n)."""
+    if "adaptive_start" not in params:
+        return ""
+    if params["adaptive_start"] == "off":
+        return "off"
+    return ",".join(f"{k[len('adaptive_'):]}={v}" for k, v in params.items() if k.startswith("adaptive_"))

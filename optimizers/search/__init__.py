@@ -9,6 +9,11 @@ Each trial picks
   Best-of-N with an LLM rater, majority vote when the task has an answer normaliser),
 - ``fusor`` (only for a method that needs a fusor) or ``rater`` (only for one that needs a scorer):
   which model aggregates,
+- adaptive N, when any ``adaptive_*`` parameter is given: ``adaptive_start`` (``off`` for a fixed
+  n), ``adaptive_step``, ``adaptive_threshold`` (closed-form tasks: the Beta rule) or
+  ``adaptive_similarity`` (free-form: near-duplicates), ``adaptive_budget`` (``max_tokens_total``,
+  ``none`` for no budget); ``max_n`` is the trial's n. The rule is replayed on the cached pool
+  (:func:`fusion_dspy.adaptive.replay`): where the candidates agree no aggregation call is made,
 
 and scores it on the examples: the mean task metric and the mean tokens per example (sampling plus
 aggregation). Two objectives:

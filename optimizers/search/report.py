@@ -90,6 +90,8 @@ def write_pool(path: str | Path, config: TrialConfig, models: Models, trial: Any
     if parameter:  # the pool file's role names are the search's parameter names (fusor, rater)
         roles[parameter] = config.aggregator
     optimized: dict[str, Any] = {"method": config.method, "n": config.n, **provenance}
+    if config.adaptive is not None:  # FusionOfN(..., adaptive=AdaptiveN(**optimized["adaptive"])) reproduces it
+        optimized["adaptive"] = config.adaptive.to_dict()
     if trial is not None:
         attrs = trial.user_attrs
         optimized.update({"trial": trial.number, "metric": attrs.get("metric"), "tokens_per_example": attrs.get("tokens_per_example")})

@@ -11,7 +11,9 @@ from typing import Any
 
 import dspy
 
+from fusion_dspy.adaptive import answer_key, replay
 from fusion_dspy.aggregate import Aggregators, fusor_for, needs_of
+from fusion_dspy.aggregate.adaptive import run_adaptive
 from fusion_dspy.errors import SamplingError, is_endpoint_failure
 from fusion_dspy.fuse import Fusor
 from fusion_dspy.lm import fan_out
@@ -63,6 +65,8 @@ class SearchContext:
 
     def __post_init__(self) -> None:
         self.program = self.task.program()
+        # adaptive trials: the closed-form rule's key (the task's normaliser), else the free-form rule
+        self.answer_key = answer_key(self.task.answer_field, self.task.normalize) if self.task.normalize is not None else None
 
     def aggregators(self, config: TrialConfig) -> Aggregators:
         """The registry's methods with the trial's aggregator model in the role its method needs."""
@@ -89,9 +93,18 @@ def _evaluate_example(ctx: SearchContext, config: TrialConfig, example: Any) -> 
             raise  # a server that did not answer says nothing about the configuration: the trial fails
         logger.warning("example %s: no usable candidate was sampled (%s); scored 0", example.get("id"), exc)
         return 0.0, 0, Usage(), Usage(), False, True
+    trace = None
+    if config.adaptive is not None:  # replayed on the cached pool: where the rounds would have stopped
+        cset, trace = replay(cset, config.adaptive, key=ctx.answer_key, field=ctx.task.answer_field,
+                             max_tokens=_max_tokens(next(iter(teachers.values()))))
     aggregator_lm = ctx.models.aggregator(config.aggregator) if config.aggregator else None
     key = ResultCache.key(config.method, aggregator_lm, cset, str(example.get("id")))
-    result = ctx.results.get(key)
+    result = ctx.results.get(key) if trace is None or not trace.agreed else None
+    if trace is not None and trace.agreed:  # the candidates agree: their answer, no aggregation call
+        done = run_adaptive(ctx.aggregators(config).get(config.method), cset, trace, example=example).to_record()
+        u = done["usage"]["aggregation"]
+        result = {"outputs": done["outputs"], "fallback": None,
+                  "aggregation": {k: u[k] for k in ("prompt_tokens", "completion_tokens", "seconds", "calls")}}
     if result is None:
         run = ctx.aggregators(config).run(cset, [config.method], example)[config.method]
         u = run["usage"]["aggregation"]
@@ -103,6 +116,10 @@ def _evaluate_example(ctx: SearchContext, config: TrialConfig, example: Any) -> 
     score = float(ctx.task.metric(example, dspy.Prediction(**result["outputs"])))
     tokens = cset.usage.total_tokens + aggregation.total_tokens
     return score, tokens, cset.usage, aggregation, bool(result.get("fallback")), False
+
+
+def _max_tokens(lm: Any) -> int | None:
+    return int((getattr(lm, "kwargs", None) or {}).get("max_tokens") or 0) or None
 
 
 def evaluate_config(ctx: SearchContext, config: TrialConfig, *, on_batch: Any = None) -> ConfigScore:
