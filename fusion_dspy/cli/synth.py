@@ -16,6 +16,7 @@ from fusion_dspy.cli._models import (
     POOL_OPTION,
     open_pool,
 )
+from fusion_dspy.cli._ray import ENGINE_OPTION, RAY_ADDRESS_OPTION, RAY_WORKERS_OPTION, ray_options_for
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +31,7 @@ def synth(
     n: int | None = typer.Option(None, "--n", min=1, help="Samples per teacher (default: the pool's; 5 without --pool, the paper's N)."),
     temperature: float | None = typer.Option(None, "--temperature", help="Teacher temperature (default: the pool's, 0.3, the paper's for teachers)."),
     max_tokens: int = typer.Option(512, "--max-tokens", min=16, help="Completion tokens per teacher sample (the fusor gets 2x)."),
-    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Prompts in flight at once."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Prompts in flight at once (--engine ray: per worker)."),
     min_length: int | None = typer.Option(None, "--min-length", min=1, help="Drop candidates shorter than L characters."),
     language: str | None = typer.Option(
         None, "--language", help="Keep candidates in these languages (ISO 639-1, e.g. de or de,fr) or 'auto' (the prompt's)."
@@ -43,10 +44,14 @@ def synth(
     api_base: str | None = API_BASE_OPTION,
     api_key: str | None = API_KEY_OPTION,
     model_path: Path | None = MODEL_PATH_OPTION,
+    engine: str = ENGINE_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
+    ray_workers: int = RAY_WORKERS_OPTION,
 ) -> None:
     """Sample the teachers for each prompt, fuse their answers, append one SFT row to OUT/synth.jsonl."""
     from fusion_dspy.synth import DEFAULT_SAMPLES, Filters, check_filters, check_synth_methods, read_prompts, synthesize
 
+    ray_options = ray_options_for(engine, ray_address, ray_workers, concurrency)  # no Ray, a bad address: fail before anything runs
     method_list = check_synth_methods(methods.split(","))
     filters = Filters.parse(language, min_length)
     check_filters(filters)  # a bad language code fails before any server starts
@@ -59,7 +64,9 @@ def synth(
         stats = synthesize(
             prompts, out, pool=run_pool, limit=limit, methods=method_list, samples_per_teacher=n if pool is not None else samples,
             temperature=temperature, max_tokens=max_tokens, concurrency=concurrency, filters=filters,
-            prompt_field=prompt_field, skip_bad_rows=skip_bad_rows, export_parquet=parquet, progress=_Progress(),
+            prompt_field=prompt_field, skip_bad_rows=skip_bad_rows, export_parquet=parquet,
+            progress=_Progress() if ray_options is None else None,  # Ray Data shows its own progress
+            engine="inprocess" if ray_options is None else "ray", ray=ray_options,
         )
     summary = stats.to_dict()
     keys = ("done", "skipped", "failed", "duplicates", "bad_rows", "interrupted", "seconds", "completion_tokens_per_second", "records", "parquet")
