@@ -12,7 +12,7 @@ ENGINE_OPTION = typer.Option(
     "inprocess", "--engine", help="inprocess (threads in this process) or ray (a Ray Data pipeline; docs/scale-out.md)."
 )
 RAY_ADDRESS_OPTION = typer.Option(
-    None, "--ray-address", help="With --engine ray: auto (the cluster this machine joined), HOST:PORT, ray://HOST:PORT; "
+    None, "--ray-address", help="With --engine ray: auto (the cluster this machine joined) or HOST:PORT (its head); "
     "default: a Ray instance on this machine for the run."
 )
 RAY_WORKERS_OPTION = typer.Option(1, "--ray-workers", min=1, help="With --engine ray: actors per model stage.")

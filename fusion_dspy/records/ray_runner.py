@@ -41,7 +41,7 @@ ENGINES = ("inprocess", "ray")
 INSTALL_HINT = "pip install 'fusion-dspy[ray]' (or: pip install 'ray[data]>=2.40')"
 #: CPUs Ray reserves for one actor of a model stage: it waits on HTTP, so many fit on one core
 STAGE_CPUS = 0.1
-_ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5})$")
+_ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5})$")
 #: environment variables the driver passes on to the workers (DSPy's cache folder, LiteLLM's offline cost map)
 PASSED_ENV = ("DSPY_CACHEDIR", "LITELLM_LOCAL_MODEL_COST_MAP", "FUSION_DSPY_CACHE")
 
@@ -53,7 +53,7 @@ class RayOptions:
     Attributes:
         address: ``None`` or ``"local"`` starts a Ray instance on this machine for the run
             (127.0.0.1, no dashboard) and stops it after; ``"auto"`` joins the cluster this
-            machine belongs to (``ray start``); ``HOST:PORT`` or ``ray://HOST:PORT`` a given one.
+            machine belongs to (``ray start``); ``HOST:PORT`` the cluster whose head (GCS) is there.
         workers: actors per model stage (each stage its own pool).
         concurrency: rows each actor has in flight at once.
         num_cpus: CPUs of a local instance (default: this machine's).
@@ -90,13 +90,22 @@ class Stage:
 
 
 def check_address(address: str | None) -> str | None:
-    """``address`` if Ray can be told it (None, ``local``, ``auto``, ``HOST:PORT``, ``ray://HOST:PORT``)."""
+    """``address`` if Ray can be told it (None, ``local``, ``auto``, ``HOST:PORT``).
+
+    Ray Client addresses (``ray://``) are refused: their driver runs on the cluster's head, so the
+    records would be written on the head node's disk, not beside the command that asked for them.
+    """
     if address is None or address in ("local", "auto"):
         return address
+    if isinstance(address, str) and address.startswith("ray://"):
+        raise ConfigurationError(
+            f"--ray-address {address}: Ray Client runs the run's driver on the cluster's head node, which would write --out there; "
+            "run the command on a node of the cluster with --ray-address auto (or HEAD:6379), or submit it with `ray job submit`"
+        )
     match = _ADDRESS.match(address) if isinstance(address, str) else None
     if not match or not 0 < int(match.group("port")) < 65536:
         raise ConfigurationError(
-            f"--ray-address must be 'auto' (the cluster this machine joined), 'local', HOST:PORT or ray://HOST:PORT, got {address!r}"
+            f"--ray-address must be 'auto' (the cluster this machine joined), 'local' or HOST:PORT (the head's GCS), got {address!r}"
         )
     return address
 
@@ -175,7 +184,6 @@ def run_on_ray(
     stop = stop or threading.Event()
     with ray_session(options) as ray:
         from ray.data import ActorPoolStrategy
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         ray.data.DataContext.get_current().enable_progress_bars = True
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))  # one row per block: rows flow one by one
@@ -189,10 +197,10 @@ def run_on_ray(
                 num_cpus=STAGE_CPUS,
             )
         # the writer runs on the driver's node, so --out needs no filesystem shared by the cluster
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        here = {"ray.io/node-id": ray.get_runtime_context().get_node_id()}
         ds = ds.map_batches(
             _Writer, fn_constructor_kwargs={"store_path": str(store.path)}, batch_size=None, batch_format="pyarrow",
-            compute=ActorPoolStrategy(size=1), num_cpus=STAGE_CPUS, ray_remote_args_fn=lambda: {"scheduling_strategy": here},
+            compute=ActorPoolStrategy(size=1), num_cpus=STAGE_CPUS, label_selector=here,
         )
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):

@@ -10,16 +10,21 @@ from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.records.ray_runner import RayOptions, check_address, import_ray, run_on_ray
 
 
-@pytest.mark.parametrize("address", [None, "local", "auto", "10.0.0.5:6379", "head-node:6379", "ray://10.0.0.5:10001", "[::1]:6379"])
+@pytest.mark.parametrize("address", [None, "local", "auto", "10.0.0.5:6379", "head-node:6379", "[::1]:6379"])
 def test_addresses_ray_accepts(address):
     assert check_address(address) == address
     assert RayOptions(address=address).address == address
 
 
-@pytest.mark.parametrize("address", ["", "10.0.0.5", "http://10.0.0.5:6379", "host:0", "host:70000", "ray://", "auto ", "host:port"])
+@pytest.mark.parametrize("address", ["", "10.0.0.5", "http://10.0.0.5:6379", "host:0", "host:70000", "auto ", "host:port"])
 def test_bad_addresses_fail_with_what_is_accepted(address):
     with pytest.raises(ConfigurationError, match="--ray-address must be 'auto'.*HOST:PORT"):
         RayOptions(address=address)
+
+
+def test_ray_client_addresses_are_refused_saying_where_records_would_go():
+    with pytest.raises(ConfigurationError, match="head node.*--out.*ray job submit"):
+        RayOptions(address="ray://10.0.0.5:10001")
 
 
 @pytest.mark.parametrize("field", ["workers", "concurrency", "num_cpus"])
