@@ -22,6 +22,7 @@ from fusion_dspy.cli._models import (
     POOL_OPTION,
     open_pool,
 )
+from fusion_dspy.cli._ray import ENGINE_OPTION, RAY_ADDRESS_OPTION, RAY_WORKERS_OPTION, ray_options_for
 from fusion_dspy.eval import DEFAULT_CONCURRENCY, DEFAULT_MAX_TOKENS, DEFAULT_N
 
 
@@ -42,7 +43,7 @@ def eval_command(
     ),
     out: Path | None = typer.Option(None, "--out", help="Folder for records, summary and plot (default runs/eval/<task>)."),
     max_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, "--max-tokens", help="Token limit of every generation."),
-    concurrency: int = typer.Option(DEFAULT_CONCURRENCY, "--concurrency", help="Examples in flight at once."),
+    concurrency: int = typer.Option(DEFAULT_CONCURRENCY, "--concurrency", help="Examples in flight at once (--engine ray: per worker)."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip and count malformed data rows."),
     seed: int = typer.Option(0, "--seed", help="Seeds candidate shuffling, sampling rollouts and the bootstrap."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
@@ -75,6 +76,9 @@ def eval_command(
     api_base: str | None = API_BASE_OPTION,
     api_key: str | None = API_KEY_OPTION,
     model_path: Path | None = MODEL_PATH_OPTION,
+    engine: str = ENGINE_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
+    ray_workers: int = RAY_WORKERS_OPTION,
 ) -> None:
     """Evaluate greedy, Best-of-N, Fusion-of-N, oracle and majority vote on one shared candidate pool."""
     import warnings
@@ -87,6 +91,7 @@ def eval_command(
 
     from fusion_dspy.task import load_task
 
+    ray_options = ray_options_for(engine, ray_address, ray_workers, concurrency)  # no Ray, a bad address: fail before anything runs
     the_task = load_task(task).configure(
         references=references, reference_model=reference_model, judge_reasoning=judge_reasoning,
         oracle_metric=oracle_metric, metric=wmt_metric, comet_model=comet_model, comet_device=comet_device,
@@ -102,7 +107,7 @@ def eval_command(
                f"methods {','.join(plan.methods)}; results in {out_dir}", err=True)
     with open_pool(pool, model, api_base, api_key, model_path) as the_pool:
         roles = roles_from_pool(the_pool, max_tokens=plan.max_tokens, judge=judge, judge_api_base=judge_api_base)
-        summary = run(plan, roles, out_dir, progress=not no_progress)
+        summary = run(plan, roles, out_dir, progress=not no_progress, ray=ray_options)
     print_summary(summary)
     c = summary["counts"]
     typer.echo(f"done {c['done']}, failed {c['failed']}, bad rows skipped {c['bad_rows_skipped']}; "

@@ -47,8 +47,12 @@ def run(
     progress: bool = True,
     stop: threading.Event | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    ray: Any = None,
 ) -> dict[str, Any]:
     """Evaluate every example of ``plan`` not yet in ``out_dir``'s records; write and return the summary.
+
+    ``ray``: :class:`~fusion_dspy.records.ray_runner.RayOptions` to run on Ray (``docs/scale-out.md``;
+    its ``concurrency`` is the examples in flight per worker), None for in-process threads.
 
     Raises:
         ConfigurationError: another run holds ``out_dir`` (:func:`~fusion_dspy.records.lock_folder`).
@@ -57,15 +61,17 @@ def run(
 
     plan = _fit_to_roles(plan, roles)
     with lock_folder(out_dir):  # one run per folder: two would write the same ids
-        return _run(plan, roles, Path(out_dir), progress=progress, stop=stop, on_record=on_record)
+        return _run(plan, roles, Path(out_dir), progress=progress, stop=stop, on_record=on_record, ray=ray)
 
 
 def _run(plan: EvalPlan, roles: EvalRoles, out: Path, *, progress: bool, stop: threading.Event | None,
-         on_record: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+         on_record: Callable[[dict[str, Any]], None] | None, ray: Any = None) -> dict[str, Any]:
     from fusion_dspy.eval.report import write_summary
     from fusion_dspy.eval.summary import RunningMetrics
     from fusion_dspy.records import RecordStore, record_id, run_items
+    from fusion_dspy.records.shards import merge_shards
 
+    merge_shards(out / RECORDS_FILE)  # records a Ray run left in shards (its driver was killed) count as written
     store = RecordStore(out / RECORDS_FILE)
     config = {
         "ns": list(plan.ns),
@@ -90,7 +96,7 @@ def _run(plan: EvalPlan, roles: EvalRoles, out: Path, *, progress: bool, stop: t
     running = RunningMetrics(plan.methods, plan.n_max)
     for rec in store:
         running.add(rec)
-    bar = _progress_bar(len(plan.examples), running) if progress else None
+    bar = _progress_bar(len(plan.examples), running) if progress and ray is None else None  # Ray Data shows its own
 
     def recorded(rec: dict[str, Any]) -> None:
         running.add(rec)
@@ -102,7 +108,12 @@ def _run(plan: EvalPlan, roles: EvalRoles, out: Path, *, progress: bool, stop: t
     logger.info("evaluating %d examples of %s: N=%s, methods %s -> %s", len(plan.examples), plan.task.name,
                 ",".join(map(str, plan.ns)), ",".join(plan.methods), out)
     try:
-        stats = run_items(items(), work, store, concurrency=plan.concurrency, on_record=recorded, progress=bar, stop=stop)
+        if ray is not None:
+            from fusion_dspy.eval.ray_engine import run_eval_on_ray
+
+            stats = run_eval_on_ray(items(), work, store, options=ray, on_record=recorded, stop=stop)
+        else:
+            stats = run_items(items(), work, store, concurrency=plan.concurrency, on_record=recorded, progress=bar, stop=stop)
     finally:
         if bar is not None:
             bar.close()
@@ -177,7 +188,10 @@ class _Worker:
             return self._record(example)
 
     def _record(self, example: Any) -> dict[str, Any]:
-        from fusion_dspy.records import EVAL, stamp
+        return self.finish(example, self.sample(example))
+
+    def sample(self, example: Any) -> Any:
+        """The example's candidate pool (the largest N), drawn once for every method and every smaller N."""
         from fusion_dspy.sampling import sample_candidates
 
         program = self.task.program()
@@ -189,6 +203,18 @@ class _Worker:
         else:
             cset = sample_candidates(program, inputs, pool=self.roles.teachers, samples_per_model=self.roles.samples_per_teacher,
                                      temperature=self.roles.temperature, rollout_offset=self.plan.seed)
+        return cset
+
+    def finish(self, example: Any, cset: Any) -> dict[str, Any]:
+        """The record of ``example`` from its pool: greedy, every method at every N, the scores.
+
+        Its own step so that the Ray engine (:mod:`fusion_dspy.eval.ray_engine`) runs sampling and
+        aggregation as two stages and writes the same record.
+        """
+        from fusion_dspy.records import EVAL, stamp
+
+        program = self.task.program()
+        inputs = dict(example.inputs().toDict())
         methods: dict[str, Any] = {}
         if GREEDY in self.plan.methods:
             methods[GREEDY] = self._greedy(program, inputs)

@@ -47,3 +47,13 @@ def test_ray_options_need_the_ray_engine(prompts, tmp_path):
 def test_an_unknown_engine_fails(prompts, tmp_path):
     result = _synth(prompts, tmp_path / "out", "--engine", "spark")
     assert isinstance(result.exception, ConfigurationError) and "inprocess or ray" in str(result.exception)
+
+
+def test_eval_checks_the_engine_options_too(tmp_path, monkeypatch):
+    data = tmp_path / "mgsm.tsv"
+    data.write_text("question one\t1\n")
+    monkeypatch.setitem(sys.modules, "ray", None)
+    result = CliRunner().invoke(app, ["eval", "--task", "mgsm", "--data", str(data), "--out", str(tmp_path / "out"), "--model", "openai/x",
+                                      "--api-base", "http://127.0.0.1:9/v1", "--engine", "ray"])
+    assert isinstance(result.exception, ConfigurationError) and "pip install 'fusion-dspy[ray]'" in str(result.exception)
+    assert not (tmp_path / "out").exists()

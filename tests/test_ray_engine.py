@@ -1,5 +1,5 @@
-"""``synth --engine ray`` on a local Ray instance (127.0.0.1, 2 CPUs, started here): the in-process rows, and
-killed workers or a killed driver lose and duplicate nothing.
+"""``synth`` and ``eval`` with ``--engine ray`` on a local Ray instance (127.0.0.1, 2 CPUs, started here): the
+in-process records, and killed workers or a killed driver lose and duplicate nothing.
 
 Marked ``integration``: each test runs a Ray Data pipeline (actors start in seconds, not milliseconds).
 """
@@ -186,3 +186,23 @@ def test_on_the_embedded_model_ray_gives_the_ids_and_fields_of_in_process(tmp_pa
             assert a[rid][key] == b[rid][key], key
         assert a[rid]["messages"][:-1] == b[rid]["messages"][:-1] and b[rid]["messages"][-1]["content"].strip()
         assert [c["model"] for c in b[rid]["candidates"]["candidates"]] == [ep.name, ep.name]
+
+
+def test_eval_on_ray_writes_the_in_process_records(tmp_path, ray_address, shared_data):
+    """MGSM, 3 examples, N 1 and 2, every method, a deterministic server: the same records and summary, timings aside."""
+    from fusion_dspy.eval import prepare, roles_from_pool, run
+
+    with FakeOpenAIServer() as srv:
+        pool = _pool(srv.api_base)
+        results = {}
+        for name, ray in (("inprocess", None), ("ray", RayOptions(workers=1))):
+            plan = prepare("mgsm", f"{shared_data}/mgsm/mgsm_en.tsv", limit=3, n="1,2", methods="greedy,bon,fusion,oracle,majority",
+                           max_tokens=48, concurrency=2)
+            results[name] = run(plan, roles_from_pool(pool, max_tokens=48, cache=False), tmp_path / name, progress=False, ray=ray)
+    assert results["ray"]["counts"]["done"] == results["inprocess"]["counts"]["done"] == 3
+    a = {r["id"]: r for r in iter_records(tmp_path / "inprocess" / "records.jsonl")}
+    b = {r["id"]: r for r in iter_records(tmp_path / "ray" / "records.jsonl")}
+    assert a.keys() == b.keys() and len(a) == 3
+    assert all(_without_seconds(a[k]) == _without_seconds(b[k]) for k in a)
+    assert sorted(results["ray"]) == sorted(results["inprocess"])
+    assert _without_seconds(results["ray"].get("rows")) == _without_seconds(results["inprocess"].get("rows"))
