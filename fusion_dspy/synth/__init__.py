@@ -13,8 +13,10 @@ The stage reads in the order of the data:
 - :mod:`~fusion_dspy.synth.filters`: the candidate filters (language, minimum length);
 - :mod:`~fusion_dspy.synth.rows`: the row written per prompt, in the datasets-safe encoding, and
   its export to parquet;
-- :mod:`~fusion_dspy.synth.run`: the setup (program, teachers, methods, the configuration in every
-  id), one prompt's work, and :func:`synthesize`, the resumable loop over all prompts.
+- :mod:`~fusion_dspy.synth.steps`: the setup (program, teachers, methods, the configuration in every
+  id) and one prompt's work (sampling, then :func:`~fusion_dspy.synth.steps.finish_row`);
+- :mod:`~fusion_dspy.synth.run`: :func:`synthesize`, the resumable loop over all prompts, in-process
+  or (``engine="ray"``) as the Ray Data pipeline of :mod:`~fusion_dspy.synth.ray_engine`.
 """
 
 from fusion_dspy.synth.filters import DEFAULT_LANGUAGE_UNIVERSE, Filters, apply_filters, check_filters, detect_language, language_detector
