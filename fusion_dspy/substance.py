@@ -45,6 +45,10 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("completion marker", re.compile(r"#\s*completed\s*#", re.I)),
     # the fusor talking about its inputs ("**Candidate 1:**", "draft 2 says") instead of answering
     ("draft reference", re.compile(r"\b(?:candidate|draft)\s*(?:#|no\.?\s*)?\d+\b", re.I)),
+    # a review of the drafts instead of the answer: "Your answer meets all the requirements", "Both drafts are ..."
+    ("review of the drafts", re.compile(
+        r"\A\W*your\s+(?:answer|response|draft|solution)s?\s+(?:should|has|have|meets?|is|are|does|do|looks?|seems?)\b"
+        r"|\b(?:the|these|both|all|each of the)\s+(?:draft|candidate)(?:\s+(?:answer|response)s?|s)\b", re.I)),
 )
 
 

@@ -266,6 +266,16 @@ def test_framing_every_attempt_falls_back_and_says_why():
     assert fusion.outputs["response"] in {"Keep it short and put the request first.", "Use a clear subject line."}
 
 
+def test_a_review_of_the_drafts_is_retried_not_returned():
+    # what SmolLM2 wrote for a Makefile question: a verdict on the drafts, not a fix
+    cset = _texts("Add a rule for .t files to your Makefile.", "Use a pattern rule: %.t: %.c.")
+    review = "Your answer meets all the requirements. Both drafts are well written."
+    with FakeOpenAIServer(reply=_in_turn(review, "Add a pattern rule such as %.t: %.c to your Makefile.")) as server:
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server))(candidates=cset)
+        calls = len(server.requests)
+    assert calls == 2 and fusion.fallback is None and fusion.outputs["response"].startswith("Add a pattern rule")
+
+
 def test_framing_the_candidates_already_have_is_material_not_a_fault():
     # a task about drafts: "Candidate 2" belongs to the answer because the candidates say it
     cset = _texts("Candidate 2 won the vote.", "Candidate 2 won with 54%.", prompt="Who won the election?")

@@ -27,13 +27,18 @@ CANDIDATES = [
         ("done [[ ## completed ## ]]", "DSPy field marker"),
         ("**Candidate 1:** Taco de la Familia", "draft reference"),
         ("As draft 2 says, bake it.", "draft reference"),
+        ("Your answer meets all the requirements of the task.", "review of the drafts"),
+        ("Your answer has been successfully added to the list of accepted answers.", "review of the drafts"),
+        ("Both drafts are correct, but the second is clearer.", "review of the drafts"),
+        ("The candidate answers agree that it is 42.", "review of the drafts"),
     ],
 )
 def test_prompt_framing_is_found(text, kind):
     assert kind in framing_found(text)
 
 
-@pytest.mark.parametrize("text", ["Write short sentences and show an example.", "def f(x):\n    return {x: 1}", "Answer: 42", "## Tips\n- one"])
+@pytest.mark.parametrize("text", ["Write short sentences and show an example.", "def f(x):\n    return {x: 1}", "Answer: 42", "## Tips\n- one",
+                                  "Check your answer: it should be 42.", "The draft of the law was rejected.", "To fix your Makefile, add a rule."])
 def test_plain_answers_have_no_framing(text):
     assert framing_found(text) == []
 
