@@ -137,6 +137,8 @@ def ray_session(options: RayOptions) -> Iterator[Any]:
                 logging_level=logging.WARNING, log_to_driver=True,
             )
         else:
+            if options.address != "auto":
+                _check_reachable(options.address)
             ray.init(address=options.address, runtime_env=runtime_env, logging_level=logging.WARNING)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         where = options.address or "a local instance"
@@ -148,6 +150,21 @@ def ray_session(options: RayOptions) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once when nothing listens at ``HOST:PORT`` (``ray.init`` would retry for minutes)."""
+    import socket
+
+    match = _ADDRESS.match(address)
+    host, port = match.group("host").strip("[]"), int(match.group("port"))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"--ray-address {address}: nothing answers there ({exc}); start the head with `ray start --head --port={port}` "
+            "(docs/scale-out.md), or give its address"
+        ) from None
 
 
 def run_on_ray(

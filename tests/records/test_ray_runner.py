@@ -54,3 +54,19 @@ def test_importing_the_library_does_not_import_ray():
     code = "import fusion_dspy, fusion_dspy.synth, fusion_dspy.eval, fusion_dspy.records, fusion_dspy.cli.main, sys; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_address_where_nothing_listens_fails_at_once():
+    import socket
+    import time
+
+    from fusion_dspy.records.ray_runner import ray_session
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(ConfigurationError, match=f"127.0.0.1:{port}: nothing answers there.*ray start --head"):
+        with ray_session(RayOptions(address=f"127.0.0.1:{port}")):
+            pass
+    assert time.monotonic() - started < 10
