@@ -154,7 +154,7 @@ def plot_scaling_tokens(summary: Mapping[str, Any], path: str | Path, language: 
     its max N; the Pareto front (metric vs tokens) drawn and circled."""
     plt = _pyplot()
     rows = [r for r in summary["rows"] if r["language"] == language and r["count"]]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.0, 4.2), dpi=120)
     for method in summary["methods"]:
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["tokens_total"])
         if not mine:
@@ -180,15 +180,25 @@ def plot_scaling_tokens(summary: Mapping[str, Any], path: str | Path, language: 
         ax.step(fx, fy, where="post", color="black", linewidth=0.8, alpha=0.6, label="Pareto front")
         ax.scatter(fx, fy, s=90, facecolors="none", edgecolors="black", linewidths=1.0, zorder=3)
     ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
     ax.set_xlabel("tokens per example (prompt + completion, all calls)")
     ax.set_ylabel(f"{summary.get('task') or 'task'}: {summary.get('metric_label') or 'metric'}")
     ax.set_title(f"Test-time scaling in tokens ({language})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the curves fill the axes
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def _plain_log_ticks(axis: Any) -> None:
+    """Label a log axis with plain numbers (200, 500, 1,000, 2,000) instead of mantissa x 10^k on every minor tick."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:,.0f}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def plot_languages(summary: Mapping[str, Any], path: str | Path, *, n: int | None = None, methods: Sequence[str] | None = None,
