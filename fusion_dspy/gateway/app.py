@@ -69,6 +69,8 @@ class GatewaySettings:
         max_in_flight / max_queue / queue_timeout: the admission bound (:class:`Admission`).
         request_timeout: seconds one request may take, queueing excluded.
         keepalive: seconds of silence after which a stream sends an SSE comment.
+        max_body_bytes: the largest request body read; a larger one gets 413 before it is read whole
+            (a declared Content-Length is checked first, a chunked body as it arrives).
     """
 
     api_key: Secret | None = None
@@ -79,6 +81,7 @@ class GatewaySettings:
     queue_timeout: float = 30.0
     request_timeout: float = 600.0
     keepalive: float = 15.0
+    max_body_bytes: int = 8 * 1024 * 1024
 
 
 def create_app(gateway: Gateway, settings: GatewaySettings | None = None) -> Starlette:
@@ -102,8 +105,12 @@ def create_app(gateway: Gateway, settings: GatewaySettings | None = None) -> Sta
     async def chat(request: Request) -> Any:
         if not _authorized(request, settings.api_key):
             return _unauthorized()
+        raw = await _read_body(request, settings.max_body_bytes)
+        if raw is None:
+            message = f"the request body exceeds {settings.max_body_bytes:,} bytes (the endpoint's max_body_bytes)"
+            return JSONResponse(error_json(message, code="request_too_large"), status_code=413)
         try:
-            body = json.loads(await request.body() or b"null")
+            body = json.loads(raw or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return JSONResponse(error_json(f"the body is not valid JSON: {exc}", code="invalid_json"), status_code=400)
         try:
@@ -121,6 +128,20 @@ def create_app(gateway: Gateway, settings: GatewaySettings | None = None) -> Sta
     app.state.admission = admission
     app.state.gateway = gateway
     return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None once it exceeds ``limit`` bytes (never buffering more than ``limit`` plus one chunk)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    parts, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _authorized(request: Request, key: Secret | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -175,6 +176,25 @@ def test_invalid_json_and_metadata_parameters():
         assert ok.choices[0].message.content == FUSED
         sent = requests_of(fake, "candidate")[0]
         assert sent["seed"] == 7 and sent["top_p"] == 0.9 and sent["max_tokens"] == 64 and "user" not in sent and "metadata" not in sent
+
+
+def test_a_body_over_the_limit_gets_413_without_reaching_a_model():
+    settings = GatewaySettings(max_body_bytes=2_000)
+    big = {"model": "fusion-2", "messages": [{"role": "user", "content": "x" * 5_000}]}
+    with endpoint(scripted(), settings=settings) as (fake, server):
+        resp = httpx.post(server.api_base + "/chat/completions", json=big, timeout=10)  # declared Content-Length
+        assert resp.status_code == 413 and resp.json()["error"]["code"] == "request_too_large" and "2,000" in resp.json()["error"]["message"]
+
+        def chunks():  # no Content-Length: a chunked body is cut off as it arrives
+            data = json.dumps(big).encode()
+            for i in range(0, len(data), 500):
+                yield data[i : i + 500]
+
+        resp = httpx.post(server.api_base + "/chat/completions", content=chunks(), timeout=10)
+        assert resp.status_code == 413
+        assert fake.calls == 0
+        small = _client(server).chat.completions.create(model="fusion-2", messages=MESSAGES)
+        assert small.choices[0].message.content == FUSED
 
 
 def test_the_key_is_checked_and_never_logged(caplog):
