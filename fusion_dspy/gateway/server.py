@@ -46,6 +46,7 @@ class GatewayServer:
                  log_level: str = "warning", startup_timeout: float = 30.0):
         import uvicorn
 
+        self.gateway = gateway
         self.settings = settings or GatewaySettings()
         self.config = _config(gateway, self.settings, host, port, log_level)
         self.server = uvicorn.Server(self.config)

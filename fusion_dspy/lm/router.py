@@ -149,8 +149,17 @@ class RoutedLM(dspy.LM):
         return wire
 
     def forward(self, prompt: str | None = None, messages: list[dict] | None = None, **kwargs: Any) -> Any:
-        """One chat completion (with all ``n`` choices) through the Router; cached in ``dspy.cache``."""
+        """One chat completion (with all ``n`` choices) through the Router; cached in ``dspy.cache``.
+
+        Under DSPy's ``send_stream`` (``dspy.streamify``, the fusion endpoint) the completion is
+        streamed through the Router and every chunk is sent on as it arrives, as ``dspy.LM`` does
+        (from a worker thread of the event loop, as DSPy requires); streamed calls are not cached.
+        """
         request, use_cache = self._request(prompt, messages, kwargs)
+        if dspy.settings.send_stream is not None:
+            import anyio.from_thread
+
+            return anyio.from_thread.run(self._streamed(request))
         if use_cache:
             hit = dspy.cache.get(self._cache_key(request))
             if hit is not None:
@@ -168,6 +177,8 @@ class RoutedLM(dspy.LM):
         import asyncio
 
         request, use_cache = self._request(prompt, messages, kwargs)
+        if dspy.settings.send_stream is not None:
+            return await self._streamed(request)()
         if use_cache:
             hit = await asyncio.to_thread(dspy.cache.get, self._cache_key(request))
             if hit is not None:
@@ -179,6 +190,42 @@ class RoutedLM(dspy.LM):
         if use_cache:
             await asyncio.to_thread(dspy.cache.put, self._cache_key(request), response)
         return response
+
+    def _streamed(self, request: dict[str, Any]) -> Any:
+        """An async call that streams ``request`` through the Router to DSPy's ``send_stream`` and returns the whole response.
+
+        The stream, the calling predictor (DSPy tags each chunk with its id) and usage tracking are
+        read here, in the caller's context, before the call hops to the event loop.
+        """
+        import litellm
+
+        stream = dspy.settings.send_stream
+        caller = dspy.settings.caller_predict
+        predict_id = id(caller) if caller is not None else None
+        wire = self._wire(request)
+        if dspy.settings.track_usage:
+            wire["stream_options"] = {"include_usage": True}
+
+        async def call() -> Any:
+            try:
+                response = await self.router.acompletion(stream=True, **wire)
+            except Exception as exc:
+                raise self._error(exc) from exc
+            chunks = []
+            try:
+                async for chunk in response:
+                    if predict_id is not None:
+                        chunk.predict_id = predict_id
+                    chunks.append(chunk)
+                    _stream_emitted()
+                    await stream.send(chunk)
+            finally:
+                close = getattr(response, "aclose", None)
+                if close is not None:
+                    await close()  # a stopped stream closes its connection: the replica stops decoding
+            return litellm.stream_chunk_builder(chunks)
+
+        return call
 
     def _error(self, exc: Exception) -> Exception:
         """Connection-type failures after every retry become an EndpointError naming the replicas."""
@@ -210,3 +257,12 @@ class RoutedLM(dspy.LM):
 
     def __repr__(self) -> str:
         return f"RoutedLM({self.endpoint.name!r}, replicas={1 + len(self.endpoint.replicas)})"
+
+
+def _stream_emitted() -> None:
+    """Tell DSPy that visible output left (it then never replays the call), where this DSPy version tracks it."""
+    try:
+        from dspy.clients.call_context import stream_emitted
+    except ImportError:  # older DSPy: nothing to tell
+        return
+    stream_emitted()

@@ -55,10 +55,14 @@ def requests_of(fake: FakeOpenAIServer, who: str) -> list[dict]:
 
 @contextlib.contextmanager
 def endpoint(reply: Callable, *, settings: GatewaySettings | None = None, members: tuple[str, ...] = ("fake",),
-             token_delay: float = 0.0, max_tokens: int = 256, **fake_options: Any) -> Iterator[tuple[FakeOpenAIServer, GatewayServer]]:
-    """A fake model server and the fusion endpoint over it (every member is the same fake server)."""
+             token_delay: float = 0.0, max_tokens: int = 256, replicas: int = 0,
+             **fake_options: Any) -> Iterator[tuple[FakeOpenAIServer, GatewayServer]]:
+    """A fake model server and the fusion endpoint over it (every member is the same fake server;
+    ``replicas``: each member also names it that many more times, so it is served through a LiteLLM Router)."""
     with FakeOpenAIServer(reply, token_delay=token_delay, **fake_options) as fake:
-        endpoints = {name: Endpoint(name=name, model="openai/fake", api_base=fake.api_base, num_retries=0, timeout=30) for name in members}
+        more = tuple(("openai/fake", fake.api_base) for _ in range(replicas))
+        endpoints = {name: Endpoint(name=name, model="openai/fake", api_base=fake.api_base, num_retries=0, timeout=30, replicas=more)
+                     for name in members}
         pool = Pool(endpoints, tuple(members))
         with GatewayServer(Gateway(pool, default_max_tokens=max_tokens), settings or GatewaySettings()) as server:
             yield fake, server

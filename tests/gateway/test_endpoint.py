@@ -55,6 +55,18 @@ def test_the_streamed_answer_is_the_whole_answer_in_several_chunks():
     assert len({c.id for c in chunks}) == 1
 
 
+def test_a_fusor_with_replicas_streams_through_the_router_in_several_chunks():
+    from fusion_dspy.lm.router import RoutedLM
+
+    with endpoint(scripted(), token_delay=0.002, replicas=1) as (fake, server):
+        assert all(isinstance(lm, RoutedLM) for lm in server.gateway.lms.values())
+        chunks = list(_client(server).chat.completions.create(model="fusion-2", messages=MESSAGES, stream=True))
+        fusor_requests = requests_of(fake, "fusor")
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 3 and "".join(pieces) == FUSED
+    assert fusor_requests and all(r.get("stream") for r in fusor_requests)
+
+
 def test_the_stream_opens_while_candidates_are_drawn_and_content_arrives_while_the_fusor_decodes():
     """The role chunk comes at once; the first content comes while the fusor's request is still decoding."""
     with endpoint(scripted(candidate="Paris is the answer, draft {i}."), token_delay=0.04) as (fake, server):

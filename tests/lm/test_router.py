@@ -140,3 +140,38 @@ def test_bad_settings_are_rejected(two_servers):
         RoutedLM(ep, api_base="http://x")
     with pytest.raises(ConfigurationError, match="no replicas"):
         RoutedLM(_endpoint(a))
+
+
+def test_under_dspys_send_stream_the_router_streams_every_chunk_and_returns_the_whole_answer():
+    import anyio
+
+    text = "Paris is the capital of France and it lies on the Seine river"
+    with FakeOpenAIServer(reply=text, model_name="a") as a, FakeOpenAIServer(reply=text, model_name="b") as b:
+        lm = _endpoint(a, b).lm(max_tokens=64, cache=False)
+        messages = [{"role": "user", "content": "What is the capital of France?"}]
+
+        class Collect:
+            def __init__(self):
+                self.chunks = []
+
+            async def send(self, chunk):
+                self.chunks.append(chunk)
+
+        async def run():
+            sync_stream, async_stream = Collect(), Collect()
+
+            def in_worker():  # as the endpoint and dspy.streamify run a synchronous program
+                with dspy.context(send_stream=sync_stream, track_usage=True):
+                    return lm.forward(messages=messages)
+
+            whole = await anyio.to_thread.run_sync(in_worker)
+            with dspy.context(send_stream=async_stream):
+                awhole = await lm.aforward(messages=messages)
+            return whole, awhole, sync_stream.chunks, async_stream.chunks
+
+        whole, awhole, chunks, achunks = anyio.run(run)
+    for response, parts in ((whole, chunks), (awhole, achunks)):
+        streamed = "".join(c.choices[0].delta.content or "" for c in parts if c.choices)
+        assert len(parts) > 5 and streamed == text == response.choices[0].message.content
+    assert whole.usage.completion_tokens > 0  # track_usage asked the stream for its usage chunk
+    assert a.calls + b.calls == 2 and all(r.get("stream") for r in a.requests + b.requests)
