@@ -16,22 +16,10 @@ from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.eval import EvalRoles, evaluate, prepare
 from fusion_dspy.records import iter_records
 from fusion_dspy.sampling import sample_candidates
-from fusion_dspy.task import Task
-from tests.fakes.voting import VotingLM, first_word
+from tests.fakes.voting import VotingLM, agreeing_task
 
 QUESTIONS = {"Q1": "42", "Q2": None}  # Q1: every sample says 42; Q2: every sample differs
-
-
-def _answer(question: str, s: int) -> str:
-    return QUESTIONS.get(question) or str(s)
-
-
-def _load(path, *, limit=None, skip_bad_rows=False, bad_rows=None):
-    return [dspy.Example(id=q, question=f"What is {q}?", answer=a or "7").with_inputs("question") for q, a in QUESTIONS.items()]
-
-
-TASK = Task("adaptive-voting", _load, lambda: dspy.Predict("question -> answer"),
-            lambda ex, pred, trace=None: float(first_word(pred.answer) == ex.answer), "answer", normalize=first_word)
+TASK, _answer = agreeing_task("adaptive-voting", QUESTIONS, gold_when_split="7")
 
 
 def _evaluate(tmp_path, lm, *, adaptive, out="run"):

@@ -67,3 +67,22 @@ def first_word(value: Any) -> str | None:
     """The closed-form key of a VotingLM answer: its first word."""
     words = str(value or "").split()
     return words[0] if words else None
+
+
+def agreeing_task(name: str, answers: dict[str, str | None], *, gold_when_split: str) -> tuple[Any, Callable[[str, int], str]]:
+    """A closed-form task over questions ``Q1, Q2, ...`` and the VotingLM script that answers it.
+
+    ``answers[q]`` is what every sample of ``q`` says; None: sample ``s`` says ``str(s)`` (no two
+    agree), and the gold answer is ``gold_when_split``. The metric compares first words.
+    """
+    from fusion_dspy.task import Task
+
+    def answer(question: str, s: int) -> str:
+        return answers.get(question) or str(s)
+
+    def load(path, *, limit=None, skip_bad_rows=False, bad_rows=None):
+        return [dspy.Example(id=q, question=f"What is {q}?", answer=a or gold_when_split).with_inputs("question") for q, a in answers.items()]
+
+    task = Task(name, load, lambda: dspy.Predict("question -> answer"),
+                lambda ex, pred, trace=None: float(first_word(pred.answer) == ex.answer), "answer", normalize=first_word)
+    return task, answer

@@ -12,21 +12,11 @@ from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.lm.endpoints import Endpoint
 from fusion_dspy.optimizers.search import Models, Objective, SearchSpace, TrialConfig, run_search
 from fusion_dspy.task import Task
-from tests.fakes.voting import VotingLM, first_word
+from tests.fakes.voting import VotingLM, agreeing_task
 
 ANSWERS = {"Q1": "42", "Q2": "7", "Q3": None}  # Q1, Q2: every sample agrees; Q3: every sample differs
-
-
-def _answer(question: str, s: int) -> str:
-    return ANSWERS.get(question) or str(s)
-
-
-def _load(path, *, limit=None, skip_bad_rows=False, bad_rows=None):
-    return [dspy.Example(id=q, question=f"What is {q}?", answer=a or "9").with_inputs("question") for q, a in ANSWERS.items()]
-
-
-TASK = Task("adaptive-search", _load, lambda: dspy.Predict("question -> answer"),
-            lambda ex, pred, trace=None: float(first_word(pred.answer) == ex.answer), "answer", normalize=first_word)
+TASK, _answer = agreeing_task("adaptive-search", ANSWERS, gold_when_split="9")
+_load = TASK.load
 FREE = Task("free", _load, lambda: dspy.Predict("question -> answer"), lambda ex, pred, trace=None: 1.0, "answer")
 
 
