@@ -57,12 +57,17 @@ class RayOptions:
         workers: actors per model stage (each stage its own pool).
         concurrency: rows each actor has in flight at once.
         num_cpus: CPUs of a local instance (default: this machine's).
+        batch: rows per Ray Data block and actor call (default: ``concurrency``, one call in flight
+            per actor, its rows in threads). Each block costs the driver's scheduler and the object
+            store about the same whatever its size, so rows travel in blocks; 1 makes every row its
+            own call (``concurrency`` calls per actor), which never waits for a slow row of a block.
     """
 
     address: str | None = None
     workers: int = 1
     concurrency: int = 4
     num_cpus: int | None = None
+    batch: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", check_address(self.address))
@@ -72,6 +77,12 @@ class RayOptions:
             raise ConfigurationError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.num_cpus is not None and self.num_cpus < 1:
             raise ConfigurationError(f"num_cpus must be >= 1, got {self.num_cpus}")
+        if self.batch is not None and not 1 <= self.batch <= self.concurrency:
+            raise ConfigurationError(f"batch must be between 1 and concurrency ({self.concurrency}), got {self.batch}")
+
+    @property
+    def rows_per_batch(self) -> int:
+        return self.batch or self.concurrency
 
 
 @dataclass(frozen=True)
@@ -203,13 +214,16 @@ def run_on_ray(
         from ray.data import ActorPoolStrategy
 
         ray.data.DataContext.get_current().enable_progress_bars = True
-        ds = ray.data.from_items(rows, override_num_blocks=len(rows))  # one row per block: rows flow one by one
+        per = options.rows_per_batch
+        calls = max(1, options.concurrency // per)  # calls in flight per actor, ``per`` rows each
+        ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per))
         for stage in stages:
             ds = ds.map_batches(
-                _RowStage, fn_constructor_kwargs={"stage": stage}, batch_size=1, batch_format="pyarrow",
+                _RowStage, fn_constructor_kwargs={"stage": stage, "threads": options.concurrency}, batch_size=per,
+                batch_format="pyarrow",
                 compute=ActorPoolStrategy(
-                    size=options.workers, max_tasks_in_flight_per_actor=options.concurrency,
-                    max_concurrent_calls_per_actor=options.concurrency, enable_true_multi_threading=True,
+                    size=options.workers, max_tasks_in_flight_per_actor=calls + 1,
+                    max_concurrent_calls_per_actor=calls, enable_true_multi_threading=calls > 1,
                 ),
                 num_cpus=STAGE_CPUS,
             )
@@ -251,33 +265,36 @@ def _count(row: Mapping[str, Any], stats: RunStats, on_record: Callable[[dict[st
 
 
 class _RowStage:
-    """A Ray Data actor running one :class:`Stage` on each row (threads: ``concurrency`` rows at once)."""
+    """A Ray Data actor running one :class:`Stage` on each row of its batches, the rows of a batch in threads."""
 
-    def __init__(self, stage: Stage):
+    def __init__(self, stage: Stage, threads: int):
+        from concurrent.futures import ThreadPoolExecutor
+
         import litellm  # noqa: F401 - imported once before the threads: concurrent first imports fail half-initialised
 
         self.name = stage.name
         self.fn = stage.factory(**dict(stage.kwargs))
         self.memory = _BoundedMemory()
+        self.threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"fusion-{stage.name}")
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
-        out = {"id": [], "state": [], "error": []}
-        for row in batch.to_pylist():
-            out["id"].append(row["id"])
-            state, error = row["state"], row["error"]
-            if not error:
-                try:
-                    new = self.memory.bounded(self.fn, json.loads(state))
-                    state = json_text(new, ensure_ascii=False, default=str)
-                except Exception as exc:  # noqa: BLE001 - one row never stops the pipeline: it is logged and retried next run
-                    error = f"{self.name}: " + redact(f"{type(exc).__name__}: {exc}")[:1000]
-                    level = logging.WARNING if isinstance(exc, FusionError) else logging.ERROR
-                    logger.log(level, "item %s failed: %s", row["id"], error)
-            out["state"].append(state)
-            out["error"].append(error)
-        return pa.table(out)
+        rows = batch.to_pylist()
+        done = [self._row(rows[0])] if len(rows) == 1 else list(self.threads.map(self._row, rows))
+        return pa.table({"id": [r["id"] for r in rows], "state": [d[0] for d in done], "error": [d[1] for d in done]})
+
+    def _row(self, row: Mapping[str, Any]) -> tuple[str, str]:
+        state, error = row["state"], row["error"]
+        if error:
+            return state, error
+        try:
+            return json_text(self.memory.bounded(self.fn, json.loads(state)), ensure_ascii=False, default=str), ""
+        except Exception as exc:  # noqa: BLE001 - one row never stops the pipeline: it is logged and retried next run
+            error = f"{self.name}: " + redact(f"{type(exc).__name__}: {exc}")[:1000]
+            level = logging.WARNING if isinstance(exc, FusionError) else logging.ERROR
+            logger.log(level, "item %s failed: %s", row["id"], error)
+            return state, error
 
 
 class _Writer:
