@@ -255,10 +255,15 @@ def test_mgsm_on_the_embedded_model(embedded_server, shared_data, tmp_path):
     pytest.importorskip("fusion_dspy.programs")
     ep = embedded_server.endpoint
     pool = Pool({ep.name: ep}, (ep.name,))
-    plan = prepare("mgsm", f"{shared_data}/mgsm/mgsm_en.tsv", limit=2, n=2, methods="greedy,bon,fusion,oracle", max_tokens=48)
+    plan = prepare("mgsm", f"{shared_data}/mgsm/mgsm_en.tsv", limit=2, n=2, methods="greedy,bon,fusion,oracle", max_tokens=48,
+                   adaptive="start=1,step=1,threshold=0.7")
     summary = run(plan, roles_from_pool(pool, max_tokens=48, cache=False), tmp_path / "mgsm", progress=False)
     assert summary["counts"]["done"] == 2
     assert {r["method"] for r in summary["rows"]} == {"greedy", "bon", "fusion", "oracle"}
+    # the adaptive replay: a row per aggregation, its samples within max N, and the curve in tokens drawn
+    assert {r["method"] for r in summary["adaptive"]} == {"bon", "fusion", "oracle"}
+    assert all(1 <= r["samples"] <= 2 for r in summary["adaptive"])
+    assert (tmp_path / "mgsm" / "scaling_tokens.png").read_bytes()[:4] == b"\x89PNG"
     rec = next(iter_records(tmp_path / "mgsm" / "records.jsonl"))
     assert len(rec["candidates"]["candidates"]) == 2
     main_table = (tmp_path / "mgsm" / "summary.md").read_text().split("\n## ")[0]  # before the per-language gains
