@@ -142,6 +142,8 @@ class AdaptiveN:
                     values[name] = kinds[name](value)
                 except ValueError:
                     raise ConfigurationError(f"adaptive settings: {name}={value!r} is not a valid {kinds[name].__name__}") from None
+        if "start" not in values and "max_n" in values:  # a small max_n lowers the default start, not the reverse
+            values["start"] = min(cls.start, values["max_n"])
         return cls(**values)
 
     def round_sizes(self) -> list[int]:

@@ -82,6 +82,8 @@ def test_adaptive_settings_are_checked_before_any_call(tmp_path):
     plan = prepare(TASK, data, n="2,4", adaptive="start=2,threshold=0.9")
     assert plan.adaptive == AdaptiveN(start=2, step=2, max_n=4, threshold=0.9)
     assert prepare(TASK, data, n=8, adaptive="on").adaptive == AdaptiveN(max_n=8)
+    assert prepare(TASK, data, n="2,16", adaptive="start=10").adaptive == AdaptiveN(start=10, max_n=16)  # max_n is the largest N
+    assert prepare(TASK, data, n=2, adaptive="on").adaptive == AdaptiveN(start=2, max_n=2)
     for bad in ("start=two", "speed=3", "start", "threshold=2"):
         with pytest.raises(ConfigurationError, match="adaptive"):
             prepare(TASK, data, n=8, adaptive=bad)

@@ -172,7 +172,7 @@ def prepare(
         if not hasattr(ex, "inputs") or ex.get("id") is None:
             raise ConfigurationError(f"task {task.name!r}: examples need inputs (with_inputs) and an 'id'")
     if isinstance(adaptive, str):
-        adaptive = AdaptiveN.from_spec(adaptive)
+        adaptive = AdaptiveN.from_spec(adaptive, max_n=max(ns))
     if adaptive is not None and not isinstance(adaptive, AdaptiveN):
         raise ConfigurationError(f"adaptive must be an AdaptiveN or a settings string, got {type(adaptive).__name__}")
     if adaptive is not None and max(ns) < 2:
