@@ -9,6 +9,7 @@ another. On a GPU batching is nearly free; on this 2-core CPU it is not. Run it 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -20,16 +21,11 @@ DATA = ROOT.parent / "shared" / "data"
 
 
 def _prompts(limit: int) -> list[str]:
-    path = DATA / "ultrafeedback" / "train_clean.jsonl"
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        text = row.get("prompt") or row.get("instruction") or ""
-        if 40 < len(text) < 600:
-            out.append(text)
-        if len(out) == limit:
-            break
-    return out
+    """The first ``limit`` UltraFeedback prompts of 40 to 600 characters (answers long enough to time, prompts short)."""
+    from fusion_dspy.synth.prompts import read_prompts
+
+    texts = (p.text for p in read_prompts(DATA / "ultrafeedback" / "train_clean.jsonl"))
+    return list(itertools.islice((t for t in texts if 40 < len(t) < 600), limit))
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ Goals (issue 16): endpoint overhead <= 5%; total <= 0.5x moa's; first token >= 3
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -41,6 +42,7 @@ import fusion_dspy as fd  # noqa: E402
 from fusion_dspy.gateway import Gateway, GatewayServer, GatewaySettings  # noqa: E402
 from fusion_dspy.lm.endpoints import Pool  # noqa: E402
 from fusion_dspy.sampling import split_usage  # noqa: E402
+from fusion_dspy.synth.prompts import read_prompts  # noqa: E402
 from fusion_dspy.types import Usage  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -165,12 +167,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
-    prompts = []
-    with open(args.data, encoding="utf-8") as fh:
-        for line in fh:
-            prompts.append(json.loads(line)["prompt"])
-            if len(prompts) >= args.prompts:
-                break
+    prompts = [p.text for p in itertools.islice(read_prompts(args.data), args.prompts)]
 
     import openai
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import statistics
@@ -34,6 +35,7 @@ import dspy  # noqa: E402
 
 import fusion_dspy as fd  # noqa: E402
 from fusion_dspy.substance import answer_text, assess, summarize  # noqa: E402
+from fusion_dspy.synth.prompts import read_prompts  # noqa: E402
 from fusion_dspy.task import load_task  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -195,12 +197,7 @@ def main() -> None:
             if args.answers:
                 write_answers(args.answers, rows)
         if args.moa:
-            prompts = []
-            with open(args.moa_data, encoding="utf-8") as fh:
-                for line in fh:
-                    prompts.append(json.loads(line)["prompt"])
-                    if len(prompts) >= args.moa:
-                        break
+            prompts = [p.text for p in itertools.islice(read_prompts(args.moa_data), args.moa)]
             result["versus_moa"] = side_by_side(server, prompts, n=args.n, max_tokens=args.moa_max_tokens,
                                                 fusor_temperature=args.fusor_temperature)
     printable = {k: ({kk: vv for kk, vv in v.items() if kk != "examples"}) for k, v in result.items() if k != "rows"}

@@ -46,6 +46,12 @@ class Usage:
             completion += int(entry.get("completion_tokens") or 0)
         return cls(prompt, completion, seconds, calls)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Usage:
+        """The Usage of its :meth:`to_dict` form (as records and caches store it)."""
+        return cls(int(d.get("prompt_tokens") or 0), int(d.get("completion_tokens") or 0), float(d.get("seconds") or 0.0),
+                   int(d.get("calls") or 0))
+
     @staticmethod
     def breakdown(sampling: Usage, aggregation: Usage) -> dict[str, dict[str, Any]]:
         """What one method spent: the shared sampling, its own aggregation, and their total."""
@@ -151,22 +157,19 @@ class CandidateSet:
     def from_dict(cls, d: Mapping[str, Any]) -> CandidateSet:
         cands = []
         for c in d["candidates"]:
-            u = c.get("usage") or {}
             cands.append(
                 Candidate(
                     index=c["index"],
                     model=c["model"],
                     sample=c["sample"],
                     outputs=dict(c.get("outputs") or {}),
-                    usage=Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), u.get("seconds", 0.0), u.get("calls", 0)),
+                    usage=Usage.from_dict(c.get("usage") or {}),
                     error=c.get("error"),
                     raw=c.get("raw"),
                     parse=c.get("parse", "adapter"),
                 )
             )
-        u = d.get("usage") or {}
-        usage = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), u.get("seconds", 0.0), u.get("calls", 0))
-        return cls(dict(d["inputs"]), tuple(cands), tuple(d["output_fields"]), usage)
+        return cls(dict(d["inputs"]), tuple(cands), tuple(d["output_fields"]), Usage.from_dict(d.get("usage") or {}))
 
 
 @dataclass(frozen=True)

@@ -275,8 +275,7 @@ class _Worker:
                     continue
                 same = dict(fixed.get(str(k), {}).get(method) or {})
                 if same.get("status") != "failed" and same.get("usage"):
-                    aggregation = Usage(**{f: same["usage"]["aggregation"][f] for f in ("prompt_tokens", "completion_tokens", "seconds", "calls")})
-                    same["usage"] = Usage.breakdown(used.usage, aggregation)
+                    same["usage"] = Usage.breakdown(used.usage, Usage.from_dict(same["usage"]["aggregation"]))
                 results[method] = {**same, "adaptive": trace.to_dict()}
             out[str(k)] = results
         return out

@@ -99,20 +99,19 @@ def _evaluate_example(ctx: SearchContext, config: TrialConfig, example: Any) -> 
                              max_tokens=_max_tokens(next(iter(teachers.values()))))
     aggregator_lm = ctx.models.aggregator(config.aggregator) if config.aggregator else None
     key = ResultCache.key(config.method, aggregator_lm, cset, str(example.get("id")))
-    result = ctx.results.get(key) if trace is None or not trace.agreed else None
-    if trace is not None and trace.agreed:  # the candidates agree: their answer, no aggregation call
-        done = run_adaptive(ctx.aggregators(config).get(config.method), cset, trace, example=example).to_record()
-        u = done["usage"]["aggregation"]
-        result = {"outputs": done["outputs"], "fallback": None,
-                  "aggregation": {k: u[k] for k in ("prompt_tokens", "completion_tokens", "seconds", "calls")}}
+    agreed = trace is not None and trace.agreed
+    result = None if agreed else ctx.results.get(key)
     if result is None:
-        run = ctx.aggregators(config).run(cset, [config.method], example)[config.method]
+        if agreed:  # the candidates agree: their answer, no aggregation call (nothing to cache)
+            run = run_adaptive(ctx.aggregators(config).get(config.method), cset, trace, example=example).to_record()
+        else:
+            run = ctx.aggregators(config).run(cset, [config.method], example)[config.method]
         u = run["usage"]["aggregation"]
         result = {"outputs": run["outputs"], "fallback": run.get("fallback"),
                   "aggregation": {k: u[k] for k in ("prompt_tokens", "completion_tokens", "seconds", "calls")}}
-        ctx.results.put(key, result)
-    a = result["aggregation"]
-    aggregation = Usage(a["prompt_tokens"], a["completion_tokens"], a["seconds"], a["calls"])
+        if not agreed:
+            ctx.results.put(key, result)
+    aggregation = Usage.from_dict(result["aggregation"])
     score = float(ctx.task.metric(example, dspy.Prediction(**result["outputs"])))
     tokens = cset.usage.total_tokens + aggregation.total_tokens
     return score, tokens, cset.usage, aggregation, bool(result.get("fallback")), False
