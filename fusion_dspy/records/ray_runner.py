@@ -259,7 +259,7 @@ def _count(row: Mapping[str, Any], stats: RunStats, on_record: Callable[[dict[st
         if on_record is not None:
             on_record(json.loads(row["state"]))
     else:
-        stats.skipped += 1  # a retried row whose record a shard already had
+        stats.skipped += 1  # a record the run started without but the records file has (not expected)
     if progress is not None:
         progress.update(1)
 
@@ -315,6 +315,9 @@ class _Writer:
                 try:
                     record = {"id": row["id"], **{k: v for k, v in json.loads(row["state"])["record"].items() if k != "id"}}
                     written = self.shard.write(record)
+                    if not written:  # a retried batch: this run's killed writer had stored the record
+                        record = self.shard.stored(row["id"])
+                        written = record is not None
                     state = json_text(record, ensure_ascii=False, default=str) if written else ""
                 except Exception as exc:  # noqa: BLE001 - a record that cannot be written fails its row, not the run
                     error = "write: " + redact(f"{type(exc).__name__}: {exc}")[:1000]

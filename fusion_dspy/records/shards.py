@@ -76,6 +76,14 @@ class ShardWriter:
         self._known.add(record["id"])
         return True
 
+    def stored(self, rid: str) -> dict[str, Any] | None:
+        """The record of ``rid`` a shard already holds (a killed writer's, before its batch was retried), else None."""
+        for path in shard_paths(self.store_path):
+            for rec in iter_records(path):
+                if rec["id"] == rid:
+                    return rec
+        return None
+
 
 def merge_shards(store_path: str | os.PathLike[str]) -> int:
     """Move the records of every shard of ``store_path`` into it (skipping ids it has); returns how many were added.

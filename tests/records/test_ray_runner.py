@@ -1,13 +1,15 @@
-"""The Ray engine's options: addresses Ray can be told, sizes, and a clear error without Ray."""
+"""The Ray engine: addresses Ray can be told, sizes, a clear error without Ray, and a restarted writer."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
 
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.records.ray_runner import RayOptions, check_address, import_ray, run_on_ray
+from fusion_dspy.records.shards import shard_ids
 
 
 @pytest.mark.parametrize("address", [None, "local", "auto", "10.0.0.5:6379", "head-node:6379", "[::1]:6379"])
@@ -70,3 +72,21 @@ def test_an_address_where_nothing_listens_fails_at_once():
         with ray_session(RayOptions(address=f"127.0.0.1:{port}")):
             pass
     assert time.monotonic() - started < 10
+
+
+def test_a_restarted_writer_reports_its_dead_predecessors_records_as_written(tmp_path):
+    """Ray retries the batch of a killed writer: the rows stay counted as this run's, with the record first stored."""
+    pa = pytest.importorskip("pyarrow")
+    from fusion_dspy.records.ray_runner import _Writer
+
+    store = tmp_path / "synth.jsonl"
+
+    def batch(value: int):
+        states = [json.dumps({"record": {"kind": "synth", "value": value * 10 + i}}) for i in range(2)]
+        return pa.table({"id": ["a", "b"], "state": states, "error": ["", ""]})
+
+    first = _Writer(str(store))(batch(1)).to_pylist()
+    retried = _Writer(str(store))(batch(2)).to_pylist()  # the same rows, sampled again after the restart
+    assert [r["written"] for r in first] == [r["written"] for r in retried] == [True, True]
+    assert [json.loads(r["state"])["value"] for r in retried] == [10, 11]  # what the shard holds, not the resample
+    assert sorted(shard_ids(store)) == ["a", "b"]
