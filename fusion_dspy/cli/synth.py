@@ -16,7 +16,16 @@ from fusion_dspy.cli._models import (
     POOL_OPTION,
     open_pool,
 )
-from fusion_dspy.cli._ray import ENGINE_OPTION, RAY_ADDRESS_OPTION, RAY_WORKERS_OPTION, ray_options_for
+from fusion_dspy.cli._ray import (
+    ENGINE_OPTION,
+    RAY_ADDRESS_OPTION,
+    RAY_ENGINE_MODELS_OPTION,
+    RAY_ENGINES_OPTION,
+    RAY_WORKERS_OPTION,
+    ray_engines_file,
+    ray_engines_for,
+    ray_options_for,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -47,11 +56,14 @@ def synth(
     engine: str = ENGINE_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
     ray_workers: int = RAY_WORKERS_OPTION,
+    ray_engines: Path | None = RAY_ENGINES_OPTION,
+    ray_engine_models: str | None = RAY_ENGINE_MODELS_OPTION,
 ) -> None:
     """Sample the teachers for each prompt, fuse their answers, append one SFT row to OUT/synth.jsonl."""
     from fusion_dspy.synth import DEFAULT_SAMPLES, Filters, check_filters, check_synth_methods, read_prompts, synthesize
 
     ray_options = ray_options_for(engine, ray_address, ray_workers, concurrency)  # no Ray, a bad address: fail before anything runs
+    engine_file, engine_models = ray_engines_file(ray_engines, ray_engine_models, ray_options)
     method_list = check_synth_methods(methods.split(","))
     filters = Filters.parse(language, min_length)
     check_filters(filters)  # a bad language code fails before any server starts
@@ -61,12 +73,13 @@ def synth(
             break
     samples = n if (n is not None or pool is not None) else DEFAULT_SAMPLES
     with open_pool(pool, model, api_base, api_key, model_path, temperature=0.3, samples_per_teacher=samples) as run_pool:
+        engines = ray_engines_for(engine_file, engine_models, run_pool.teachers)  # before Ray starts
         stats = synthesize(
             prompts, out, pool=run_pool, limit=limit, methods=method_list, samples_per_teacher=n if pool is not None else samples,
             temperature=temperature, max_tokens=max_tokens, concurrency=concurrency, filters=filters,
             prompt_field=prompt_field, skip_bad_rows=skip_bad_rows, export_parquet=parquet,
             progress=_Progress() if ray_options is None else None,  # Ray Data shows its own progress
-            engine="inprocess" if ray_options is None else "ray", ray=ray_options,
+            engine="inprocess" if ray_options is None else "ray", ray=ray_options, ray_engines=engines,
         )
     summary = stats.to_dict()
     keys = ("done", "skipped", "failed", "duplicates", "bad_rows", "interrupted", "seconds", "completion_tokens_per_second", "records", "parquet")

@@ -180,7 +180,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 def run_on_ray(
     items: Iterable[tuple[str, Any]],
-    stages: Sequence[Stage],
+    stages: Sequence[Stage | Any],
     store: RecordStore,
     *,
     options: RayOptions,
@@ -189,6 +189,10 @@ def run_on_ray(
     stop: threading.Event | None = None,
 ) -> RunStats:
     """Run each ``(id, payload)`` of ``items`` whose id ``store`` lacks through ``stages`` on Ray; records end in ``store``.
+
+    A stage is a :class:`Stage` (a pool of actors calling its function on each row) or an object
+    whose ``apply(ds)`` adds its own steps to the dataset, keeping one row ``{id, state, error}``
+    per id (:class:`~fusion_dspy.records.ray_processor.ProcessorStage`, a ``ray.data.llm`` processor).
 
     Call it after :func:`~fusion_dspy.records.shards.merge_shards` (a killed earlier run's shards
     count as written). Returns the same :class:`RunStats` as :func:`~fusion_dspy.records.run_items`;
@@ -218,6 +222,9 @@ def run_on_ray(
         calls = max(1, options.concurrency // per)  # calls in flight per actor, ``per`` rows each
         ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per))
         for stage in stages:
+            if not isinstance(stage, Stage):  # a stage that adds its own steps (ray_processor.ProcessorStage: a vLLM engine)
+                ds = stage.apply(ds)
+                continue
             ds = ds.map_batches(
                 _RowStage, fn_constructor_kwargs={"stage": stage, "threads": options.concurrency}, batch_size=per,
                 batch_format="pyarrow",

@@ -2,22 +2,24 @@
 
 On CPU machines (and against any served endpoint) the model stages of ``--engine ray`` are Ray
 Data actors making the project's own LiteLLM calls (:mod:`fusion_dspy.records.ray_runner`). On a
-GPU cluster a model can instead run inside the pipeline as a ``ray.data.llm`` vLLM engine
+GPU cluster a teacher can instead run inside the pipeline as a ``ray.data.llm`` vLLM engine
 processor: each ``engine: vllm`` model of a serve configuration (the file ``fusion-dspy serve
 --config`` starts, e.g. ``examples/ray_gpu_cluster.yaml``) becomes a ``vLLMEngineProcessorConfig``
 with the same engine arguments, its replicas as the processor's engine actors, and the GPUs of
 one replica from its tensor and pipeline parallel sizes (Ray places them; ``cuda_devices`` is for
-``serve`` only). The prompts stay DSPy's: :func:`engine_request` builds a teacher's messages with
-the adapter in-process sampling uses, and :func:`parse_choice` parses an answer as sampling does.
+``serve`` only). :func:`engines_for_pool` picks the pool's teachers that the file runs as engines;
+``synth --engine ray --ray-engines FILE`` passes them to the pipeline, whose engine stages
+(:mod:`fusion_dspy.synth.ray_engine`, :mod:`fusion_dspy.records.ray_processor`) build each
+teacher's messages with the adapter in-process sampling uses and parse its answers as sampling does.
 
-Building the processor itself (:func:`teacher_processor`, ``ray.data.llm.build_processor``)
-imports vLLM and transformers, which only GPU nodes have; without them this module builds and
-checks the configurations, which ``tests/serving/test_ray_llm.py`` does for the shipped examples.
+Building a processor (``ray.data.llm.build_processor``) needs transformers on the driver and
+vLLM on the GPU nodes; without them this module builds and checks the configurations, which
+``tests/serving/test_ray_llm.py`` does for the shipped examples.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 from fusion_dspy.errors import ConfigurationError
@@ -52,59 +54,71 @@ def engine_processor_configs(config: ServeConfig, *, batch_size: int = 32, max_c
     ``url`` and ``embedded`` models, and reward models (vLLM pooling), stay servers: the pipeline
     calls them over HTTP as on CPU. Raises ConfigurationError for what cannot run as an engine.
     """
-    import_ray()
-    from ray.data.llm import vLLMEngineProcessorConfig
-
-    out: dict[str, Any] = {}
-    for spec in config.models:
-        if spec.engine != "vllm" or spec.is_reward:
-            continue
-        if not spec.model:
-            raise ConfigurationError(f"model {spec.name!r}: an engine needs `model` (a Hugging Face id or a path)")
-        out[spec.name] = vLLMEngineProcessorConfig(
-            model_source=spec.model,
-            engine_kwargs=engine_kwargs(spec),
-            concurrency=len(spec.ports),  # one engine actor per replica
-            batch_size=batch_size,
-            max_concurrent_batches=max_concurrent_batches,
-            runtime_env={"env_vars": dict(spec.env)} if spec.env else None,
-        )
+    out = {spec.name: _processor_config(spec, batch_size, max_concurrent_batches) for spec in _generating(config).values()}
     if not out:
         raise ConfigurationError(f"{config.source}: no `engine: vllm` model that generates, so nothing to run inside Ray Data")
     return out
 
 
-def engine_request(program: Any, inputs: Mapping[str, Any], *, sample: int, temperature: float, max_tokens: int,
-                   seed: int = 0) -> dict[str, Any]:
-    """One teacher sample as a vLLM processor row: the messages DSPy's adapter builds, and its sampling parameters.
+def engines_for_pool(config: ServeConfig, teachers: Sequence[str], names: Sequence[str] | None = None, *,
+                     batch_size: int = 32, max_concurrent_batches: int = 8) -> dict[str, Any]:
+    """The teachers of a pool that run as vLLM engines inside ``synth --engine ray``: ``{teacher: processor config}``.
 
-    One row per sample (``seed + sample`` keeps samples distinct and reproducible), since an
-    engine processor returns one ``generated_text`` per row.
+    A teacher runs as an engine when ``config`` (a serve configuration) has a generating ``engine:
+    vllm`` model of the same name; the other teachers, the fusor and the scorer stay HTTP stages
+    against the pool's endpoints. ``names`` limits the engines to those models (each must be such
+    a model of ``config`` and a teacher of the pool); ``None`` takes every teacher that is one.
+
+    Raises:
+        ConfigurationError: an unknown name, a name that is no generating ``engine: vllm`` model or
+            no teacher, no teacher to run as an engine, or a model whose arguments cannot be engine
+            arguments (raw ``extra`` flags, ``chat_template``); nothing has started then.
     """
-    from fusion_dspy.sampling import default_adapter, single_predictor
+    generating = _generating(config)
+    known = [m.name for m in config.models]
+    if names is None:
+        chosen = [t for t in teachers if t in generating]
+        if not chosen:
+            raise ConfigurationError(
+                f"{config.source}: none of the pool's teachers ({', '.join(teachers)}) is an `engine: vllm` model of it "
+                f"(its models that can: {', '.join(generating) or 'none'}); a teacher runs as an engine when both files give it one name"
+            )
+    else:
+        chosen = list(dict.fromkeys(names))
+        if not chosen:
+            raise ConfigurationError("no engine model named: give one or more of " + ", ".join(generating))
+        for name in chosen:
+            if name not in known:
+                raise ConfigurationError(f"unknown model {name!r}: {config.source} has {', '.join(known)}")
+            if name not in generating:
+                spec = next(m for m in config.models if m.name == name)
+                what = "a reward model (vLLM pooling)" if spec.is_reward else f"`engine: {spec.engine}`"
+                raise ConfigurationError(
+                    f"model {name!r} of {config.source} is {what}: only generating `engine: vllm` models run inside the pipeline"
+                )
+            if name not in teachers:
+                raise ConfigurationError(
+                    f"model {name!r} is not a teacher of the pool ({', '.join(teachers)}): only teachers run as engines inside "
+                    "the pipeline (the fusor and the scorer are called over HTTP)"
+                )
+    return {name: _processor_config(generating[name], batch_size, max_concurrent_batches) for name in chosen}
 
-    predictor = single_predictor(program)
-    if predictor is None:
-        raise ConfigurationError("a vLLM engine stage samples one predictor (dspy.Predict / ChainOfThought); this program has several")
-    messages = default_adapter().format(predictor.signature, predictor.demos, dict(inputs))
-    return {"messages": messages, "sampling_params": {"temperature": temperature, "max_tokens": max_tokens, "seed": seed + sample}}
+
+def _generating(config: ServeConfig) -> dict[str, Any]:
+    return {spec.name: spec for spec in config.models if spec.engine == "vllm" and not spec.is_reward}
 
 
-def parse_choice(program: Any, text: str | None, *, teacher: str, sample: int) -> Any:
-    """A vLLM engine's ``generated_text`` as a :class:`~fusion_dspy.types.Candidate`, parsed as in-process sampling parses it."""
-    from fusion_dspy.sampling import _parse_candidate, default_adapter, single_predictor
-    from fusion_dspy.types import Usage
-
-    predictor = single_predictor(program)
-    return _parse_candidate(default_adapter(), predictor.signature, text, teacher, sample, Usage(calls=1))
-
-
-def teacher_processor(processor_config: Any, preprocess: Any, postprocess: Any) -> Any:
-    """The ``ray.data.llm`` processor of one teacher (needs vLLM and transformers on the nodes that build it)."""
+def _processor_config(spec: Any, batch_size: int, max_concurrent_batches: int) -> Any:
     import_ray()
-    from ray.data.llm import build_processor
+    from ray.data.llm import vLLMEngineProcessorConfig
 
-    try:
-        return build_processor(processor_config, preprocess=preprocess, postprocess=postprocess)
-    except ImportError as exc:
-        raise ConfigurationError(f"a vLLM engine processor needs vLLM on this node ({exc}): pip install 'fusion-dspy[vllm]'") from None
+    if not spec.model:
+        raise ConfigurationError(f"model {spec.name!r}: an engine needs `model` (a Hugging Face id or a path)")
+    return vLLMEngineProcessorConfig(
+        model_source=spec.model,
+        engine_kwargs=engine_kwargs(spec),
+        concurrency=len(spec.ports),  # one engine actor per replica
+        batch_size=batch_size,
+        max_concurrent_batches=max_concurrent_batches,
+        runtime_env={"env_vars": dict(spec.env)} if spec.env else None,
+    )

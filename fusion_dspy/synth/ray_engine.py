@@ -10,6 +10,15 @@ answers parsed by the same DSPy program and adapters, so a row is the in-process
 
 The candidate set's sampling ``seconds`` is the sum of the teacher stages' times (in-process the
 teachers are sampled at once and it is the wall time of all of them).
+
+On a GPU cluster a teacher can run inside the pipeline as a ``ray.data.llm`` vLLM engine
+(``engines``: ``{teacher: processor config}``, from :func:`fusion_dspy.serving.ray_llm.engines_for_pool`):
+its stage is a :class:`~fusion_dspy.records.ray_processor.ProcessorStage` whose requests are
+:class:`EngineTeacher`'s. The engine gets the messages DSPy's adapter builds for the teacher (the
+``n``-request of in-process sampling, :func:`engine_request`), one request per sample since an
+engine row returns one text, each with its own seed; the texts are parsed as sampling parses them
+(:func:`parse_choice`) into the same per-teacher part of the candidate set as :class:`SampleTeacher`'s.
+The fusor and the scorer stay HTTP (the aggregate stage).
 """
 
 from __future__ import annotations
@@ -87,10 +96,106 @@ class Aggregate:
         return {"record": finish_row(self.setup, prompt, cset, attempt=state["attempt"])}
 
 
-def stages(pool: Any, settings: Mapping[str, Any], config: Mapping[str, Any]) -> list[Stage]:
-    """The pipeline's model stages: one per teacher (in the pool's order), then the aggregation."""
+def engine_request(program: Any, inputs: Mapping[str, Any], *, sample: int, temperature: float, max_tokens: int,
+                   seed: int = 0) -> dict[str, Any]:
+    """One teacher sample as a vLLM processor request: the messages DSPy's adapter builds, and its sampling parameters.
+
+    The messages are those of in-process sampling's ``n``-request (``default_adapter().format``);
+    one request per sample (``seed + sample`` keeps samples distinct and reproducible), since an
+    engine processor returns one ``generated_text`` per row.
+    """
+    from fusion_dspy.sampling import default_adapter, single_predictor
+
+    predictor = single_predictor(program)
+    if predictor is None:
+        raise ConfigurationError("a vLLM engine stage samples one predictor (dspy.Predict / ChainOfThought); this program has several")
+    messages = default_adapter().format(predictor.signature, predictor.demos, dict(inputs))
+    return {"messages": messages, "sampling_params": {"temperature": temperature, "max_tokens": max_tokens, "seed": seed + sample}}
+
+
+def parse_choice(program: Any, text: str | None, *, teacher: str, sample: int, usage: Any = None) -> Any:
+    """A vLLM engine's ``generated_text`` as a :class:`~fusion_dspy.types.Candidate`, parsed as in-process sampling parses it."""
+    from fusion_dspy.sampling import _parse_candidate, default_adapter, single_predictor
+    from fusion_dspy.types import Usage
+
+    predictor = single_predictor(program)
+    return _parse_candidate(default_adapter(), predictor.signature, text, teacher, sample, usage or Usage(calls=1))
+
+
+_SETUPS: dict[str, Any] = {}  # one setup per configuration and worker process (the hooks run in Ray Data tasks)
+
+
+class EngineTeacher:
+    """The requests of one teacher run as a vLLM engine, and the candidates its answers make (``EngineHooks``).
+
+    Sample ``i`` of a row's attempt ``a`` has the seed ``seed + a * k + i`` (the configuration's
+    seed): a retried row gets fresh samples, as the rollout ids of in-process sampling move on.
+    """
+
+    def __init__(self, pool: Any, settings: Mapping[str, Any], config: Mapping[str, Any], teacher: str):
+        if teacher not in pool.teachers:
+            raise ConfigurationError(f"{teacher!r} is not a teacher of the pool ({', '.join(pool.teachers)})")
+        self.pool, self.settings, self.config, self.teacher = pool, dict(settings), dict(config), teacher
+
+    def _setup(self) -> Any:
+        import json
+
+        key = json.dumps(self.config, sort_keys=True, default=str)
+        if key not in _SETUPS:
+            _SETUPS[key] = _setup(self.pool, self.settings, self.config)
+        return _SETUPS[key]
+
+    def requests(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+        setup = self._setup()
+        k = setup.samples
+        seed = int(setup.config["seed"]) + int(state["attempt"]) * k
+        inputs = {"prompt": _prompt(state).text}
+        return [
+            engine_request(setup.program, inputs, sample=i, temperature=setup.temperature, max_tokens=int(setup.config["max_tokens"]),
+                           seed=seed)
+            for i in range(k)
+        ]
+
+    def collect(self, state: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
+        from fusion_dspy.types import Candidate, CandidateSet, Usage
+
+        program = self._setup().program
+        candidates = []
+        for i, out in enumerate(outputs):
+            usage = Usage(out["prompt_tokens"], out["completion_tokens"], out["seconds"], 1)
+            if out["error"]:
+                candidates.append(Candidate(i, self.teacher, i, {}, usage, error=f"vLLM engine: {out['error']}"[:500], parse="failed"))
+            else:
+                candidates.append(parse_choice(program, out["text"], teacher=self.teacher, sample=i, usage=usage))
+        # the engine runs a row's samples at once: the part's time is the longest one
+        part = CandidateSet({}, tuple(candidates), (), Usage(seconds=max((o["seconds"] for o in outputs), default=0.0)))
+        return {**state, "samples": [*state.get("samples", []), part.to_dict()]}
+
+
+def stages(pool: Any, settings: Mapping[str, Any], config: Mapping[str, Any],
+           engines: Mapping[str, Any] | None = None) -> list[Any]:
+    """The pipeline's model stages: one per teacher (in the pool's order), then the aggregation.
+
+    A teacher in ``engines`` (``{teacher: ray.data.llm processor config}``) is sampled by its
+    vLLM engine inside the pipeline; the others by actors calling their endpoints.
+    """
+    from fusion_dspy.records.ray_processor import ProcessorStage
+
+    engines = dict(engines or {})
+    unknown = [name for name in engines if name not in pool.teachers]
+    if unknown:
+        raise ConfigurationError(
+            f"engine(s) {', '.join(map(repr, unknown))} not among the pool's teachers ({', '.join(pool.teachers)}): "
+            "only teachers run as engines inside the pipeline (the fusor and the scorer are called over HTTP)"
+        )
     common = {"pool": pool, "settings": dict(settings), "config": dict(config)}
-    teachers = [Stage(f"sample {t}", SampleTeacher, {**common, "teacher": t}) for t in pool.teachers]
+    teachers: list[Any] = []
+    for t in pool.teachers:
+        if t in engines:
+            hooks = EngineTeacher(pool, settings, config, t)
+            teachers.append(ProcessorStage(f"sample {t} (vLLM engine)", engines[t], hooks, samples=int(config["samples_per_teacher"])))
+        else:
+            teachers.append(Stage(f"sample {t}", SampleTeacher, {**common, "teacher": t}))
     return [*teachers, Stage("aggregate", Aggregate, common)]
 
 
@@ -102,14 +207,18 @@ def run_synth_on_ray(
     settings: Mapping[str, Any],
     config: Mapping[str, Any],
     options: RayOptions,
+    engines: Mapping[str, Any] | None = None,
     on_record: Any = None,
     progress: Any = None,
     stop: Any = None,
 ) -> RunStats:
-    """The synth items (``(id, (prompt, attempt))``) not in ``store`` through the stages on Ray; rows end in ``store``."""
+    """The synth items (``(id, (prompt, attempt))``) not in ``store`` through the stages on Ray; rows end in ``store``.
+
+    ``engines``: the teachers sampled by vLLM engines inside the pipeline (``{teacher: processor config}``).
+    """
     payloads = (
         (rid, {"messages": [dict(m) for m in prompt.messages], "where": prompt.where, "attempt": attempt})
         for rid, (prompt, attempt) in items
     )
-    return run_on_ray(payloads, stages(pool, settings, config), store, options=options, on_record=on_record,
+    return run_on_ray(payloads, stages(pool, settings, config, engines), store, options=options, on_record=on_record,
                       progress=progress, stop=stop)

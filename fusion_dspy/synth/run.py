@@ -111,6 +111,7 @@ def synthesize(
     stop: threading.Event | None = None,
     engine: str = "inprocess",
     ray: Any = None,
+    ray_engines: Mapping[str, Any] | None = None,
 ) -> SynthStats:
     """Synthesise one training row per prompt into ``out_dir/synth.jsonl``; resumable.
 
@@ -132,6 +133,10 @@ def synthesize(
             ``docs/scale-out.md``); both write the same rows to the same file and resume each other.
         ray: the Ray engine's :class:`~fusion_dspy.records.ray_runner.RayOptions` (address,
             workers; its ``concurrency`` is ``concurrency``: prompts in flight per worker).
+        ray_engines: with ``engine="ray"``, the teachers sampled by vLLM engines inside the
+            pipeline, ``{teacher: ray.data.llm processor config}``
+            (:func:`fusion_dspy.serving.ray_llm.engines_for_pool`); the other teachers, the fusor
+            and the scorer are called over HTTP. Same rows, same ids.
 
     Example:
         >>> stats = synthesize("prompts.jsonl", "out", pool=load_pool("pool.yaml"), limit=100)  # doctest: +SKIP
@@ -153,6 +158,9 @@ def synthesize(
 
         import_ray()  # fails now, with what to install, when Ray is missing
         ray = replace(ray or RayOptions(), concurrency=concurrency)
+        _check_engines(ray_engines or {}, pool)
+    elif ray_engines:
+        raise ConfigurationError("vLLM engines inside the pipeline (ray_engines, --ray-engines) need engine='ray' (--engine ray)")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"--out {out} exists and is not a folder")
@@ -188,7 +196,7 @@ def synthesize(
             from fusion_dspy.synth.ray_engine import run_synth_on_ray
 
             run = run_synth_on_ray(items(), store, pool=pool, settings=settings, config=setup.config, options=ray,
-                                   on_record=on_record, progress=progress, stop=stop)
+                                   engines=ray_engines, on_record=on_record, progress=progress, stop=stop)
             store = RecordStore(store.path)  # the rows the run merged in
         else:
             run = run_items(
@@ -202,6 +210,19 @@ def synthesize(
             stats.parquet_path = str(export_to_parquet(store.path, out / PARQUET_NAME))
         logger.info("synth: %s", stats.to_dict())
         return stats
+
+
+def _check_engines(engines: Mapping[str, Any], pool: Any) -> None:
+    """Every engine is a teacher of the pool with a ``ray.data.llm`` processor configuration (before Ray starts)."""
+    from fusion_dspy.records.ray_processor import check_processor_config
+
+    for name, config in engines.items():
+        if name not in pool.teachers:
+            raise ConfigurationError(
+                f"engine {name!r} is not a teacher of the pool ({', '.join(pool.teachers)}): only teachers run as engines "
+                "inside the pipeline (the fusor and the scorer are called over HTTP)"
+            )
+        check_processor_config(name, config)
 
 
 def _import_litellm() -> None:

@@ -1,15 +1,18 @@
-"""``--engine``, ``--ray-address`` and ``--ray-workers`` of ``synth``: bad input fails before any model runs."""
+"""``--engine``, ``--ray-address``, ``--ray-workers`` and ``--ray-engines`` of ``synth``: bad input fails before any model runs."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from fusion_dspy.cli.main import app
 from fusion_dspy.errors import ConfigurationError
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -57,3 +60,68 @@ def test_eval_checks_the_engine_options_too(tmp_path, monkeypatch):
                                       "--api-base", "http://127.0.0.1:9/v1", "--engine", "ray"])
     assert isinstance(result.exception, ConfigurationError) and "pip install 'fusion-dspy[ray]'" in str(result.exception)
     assert not (tmp_path / "out").exists()
+
+
+def test_ray_engines_need_the_ray_engine_and_a_file(prompts, tmp_path):
+    result = _synth(prompts, tmp_path / "out", "--ray-engines", "examples/ray_gpu_cluster.yaml")
+    assert isinstance(result.exception, ConfigurationError) and "--ray-engines needs --engine ray" in str(result.exception)
+    result = _synth(prompts, tmp_path / "out", "--engine", "ray", "--ray-engine-models", "qwen-32b")
+    assert isinstance(result.exception, ConfigurationError) and "--ray-engine-models needs --ray-engines" in str(result.exception)
+
+
+def test_ray_engines_must_name_teachers_of_the_pool(prompts, tmp_path, monkeypatch):
+    """The file's models against the pool's teachers: checked after the pool is read, before Ray starts."""
+    import ray
+
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray was started"))
+    cluster = str(REPO / "examples" / "ray_gpu_cluster.yaml")
+    with FakeOpenAIServer() as srv:  # the pool's one model answers its reachability check, and nothing else
+        def synth(*extra):
+            return CliRunner().invoke(app, ["synth", "--prompts", str(prompts), "--out", str(tmp_path / "out"), "--model", "openai/x",
+                                            "--api-base", srv.api_base, "--engine", "ray", "--ray-engines", cluster, *extra])
+
+        result = synth()
+        assert isinstance(result.exception, ConfigurationError), result.output
+        assert "none of the pool's teachers" in str(result.exception) and "command-a" in str(result.exception)
+        result = synth("--ray-engine-models", "qwen-3")
+        assert isinstance(result.exception, ConfigurationError) and "unknown model 'qwen-3'" in str(result.exception)
+        result = synth("--ray-engine-models", "qwen-32b")
+        assert isinstance(result.exception, ConfigurationError) and "'qwen-32b' is not a teacher of the pool" in str(result.exception)
+        assert srv.calls <= 3  # health checks at most: no sampling
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_engines_reach_synthesize_as_processor_configs(prompts, tmp_path, monkeypatch):
+    """A pool named like the GPU example's models: the chosen teachers go to synthesize as vLLM processor configs."""
+    import fusion_dspy.synth
+    from fusion_dspy.synth.run import SynthStats
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    seen = {}
+
+    def synthesize(*args, **kwargs):
+        seen.update(kwargs)
+        return SynthStats(records_path=str(tmp_path / "out" / "synth.jsonl"))
+
+    monkeypatch.setattr(fusion_dspy.synth, "synthesize", synthesize)
+    with FakeOpenAIServer() as srv:
+        pool = tmp_path / "pool.yaml"
+        pool.write_text(
+            "model_list:\n"
+            f"  - model_name: command-a\n    litellm_params: {{model: openai/command-a, api_base: '{srv.api_base}'}}\n"
+            f"  - model_name: qwen-32b\n    litellm_params: {{model: openai/qwen, api_base: '{srv.api_base}'}}\n"
+            f"  - model_name: mine\n    litellm_params: {{model: openai/mine, api_base: '{srv.api_base}'}}\n"
+            "fusion_dspy:\n  teachers: [command-a, qwen-32b, mine]\n  fusor: command-a\n"
+        )
+        cluster = str(REPO / "examples" / "ray_gpu_cluster.yaml")
+        base = ["synth", "--prompts", str(prompts), "--out", str(tmp_path / "out"), "--pool", str(pool), "--engine", "ray",
+                "--ray-engines", cluster]
+        result = CliRunner().invoke(app, base)
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert seen["engine"] == "ray" and list(seen["ray_engines"]) == ["command-a", "qwen-32b"]  # `mine` stays HTTP
+        assert seen["ray_engines"]["command-a"].engine_kwargs["tensor_parallel_size"] == 4
+        result = CliRunner().invoke(app, [*base, "--ray-engine-models", "qwen-32b"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert list(seen["ray_engines"]) == ["qwen-32b"]

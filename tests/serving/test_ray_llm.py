@@ -8,7 +8,8 @@ import pytest
 
 from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.serving.config import load_serve_config, parse_serve_config
-from fusion_dspy.serving.ray_llm import engine_processor_configs, engine_request, gpus_per_replica, parse_choice
+from fusion_dspy.serving.ray_llm import engine_processor_configs, engines_for_pool, gpus_per_replica
+from fusion_dspy.synth.ray_engine import engine_request, parse_choice
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -38,6 +39,10 @@ def test_the_gpu_cluster_example_builds_every_teacher_and_the_fusor():
         assert cfg.engine_kwargs["tensor_parallel_size"] == by_name[name].args["tensor_parallel_size"]
     gpus = sum(len(m.ports) * gpus_per_replica(m) for m in config.models)
     assert gpus == 19  # the total the file's header states, within its 4 x 8 GPUs
+    # the file's own roles as a pool: every teacher runs as an engine (the fusor, command-a, is one of them)
+    engines = engines_for_pool(config, roles["teachers"])
+    assert list(engines) == list(roles["teachers"])
+    assert {n: c.model_dump() for n, c in engines.items()} == {n: built[n].model_dump() for n in engines}
 
 
 def _config(args: dict, engine: str = "vllm", **extra) -> object:

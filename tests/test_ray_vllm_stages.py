@@ -1,0 +1,249 @@
+"""``synth --engine ray`` with teachers run as ``ray.data.llm`` vLLM engine processors, on a local Ray instance.
+
+vLLM is not installed here (no GPU): ``ray.data.llm.build_processor`` is replaced by one that
+builds a real ``ray.data.llm`` ``Processor`` (its own preprocess / postprocess wrapping, the
+``__data`` column, its handling of failed rows) around a fake engine stage: it logs every row it
+receives and answers deterministically from the messages and the seed, with token counts, as
+``vLLMEngineStageUDF`` does (and, like it, returns a failed request as a row with
+``__inference_error__`` when ``should_continue_on_error`` is set, else raises).
+
+Marked ``integration``: the pipeline runs Ray Data actors.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.lm.endpoints import Endpoint, Pool
+from fusion_dspy.records import iter_records
+from fusion_dspy.records.ray_runner import RayOptions
+from fusion_dspy.serving.config import parse_serve_config
+from fusion_dspy.serving.ray_llm import engines_for_pool
+from fusion_dspy.synth import synth_program, synthesize
+from fusion_dspy.synth.ray_engine import engine_request
+from tests.fakes.openai_server import FakeOpenAIServer
+
+pytestmark = pytest.mark.integration
+
+ray_llm_base = pytest.importorskip("ray.llm._internal.batch.stages.base")
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """One local Ray instance for the module (127.0.0.1, 2 CPUs); the engine uses it instead of starting its own."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             object_store_memory=256 * 1024**2, logging_level="WARNING")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def _plain(value):
+    """Arrow/numpy values as the JSON types they hold (a processor's rows come out of Arrow)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def fake_answer(model: str, messages: list[dict], seed: int) -> str:
+    return f"{model} answers: {messages[-1]['content'][-40:]} (seed {seed})"
+
+
+class FakeEngineUDF(ray_llm_base.StatefulStageUDF):
+    """Stands in for ``vLLMEngineStageUDF``: one answer per row, from its messages and seed, with token counts."""
+
+    def __init__(self, data_column: str, expected_input_keys: list[str], model: str, log: str, continue_on_error: bool):
+        super().__init__(data_column, expected_input_keys)
+        self.model, self.log, self.continue_on_error = model, log, continue_on_error
+
+    async def udf(self, batch):
+        with open(self.log, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"model": self.model, "batch": len(batch),
+                                 "rows": [{k: _plain(r[k]) for k in ("id", "i", "messages", "sampling_params")} for r in batch]}) + "\n")
+        for row in batch:
+            messages, params = _plain(row["messages"]), _plain(row["sampling_params"])
+            out = {self.IDX_IN_BATCH_COLUMN: row[self.IDX_IN_BATCH_COLUMN], "time_taken_llm": 0.01, "__inference_error__": ""}
+            if "ENGINE-FAILS" in messages[-1]["content"] and params["seed"] % 2 == 1:  # the second sample of such a prompt
+                if not self.continue_on_error:
+                    raise RuntimeError("the engine failed a request")
+                yield {**out, "generated_text": "", "num_input_tokens": 0, "num_generated_tokens": 0,
+                       "__inference_error__": "RuntimeError: the engine failed a request"}
+                continue
+            text = fake_answer(self.model, messages, params["seed"])
+            prompt_tokens = sum(len(m["content"].split()) for m in messages)
+            yield {**out, "generated_text": text, "num_input_tokens": prompt_tokens, "num_generated_tokens": len(text.split())}
+
+
+class FakeEngineStage(ray_llm_base.StatefulStage):
+    def get_required_input_keys(self) -> dict[str, str]:
+        return {"messages": "the chat messages", "sampling_params": "the sampling parameters"}
+
+
+@pytest.fixture
+def fake_engines(monkeypatch, tmp_path):
+    """``ray.data.llm.build_processor`` replaced; returns the log of the rows the fake engines received, and the configs built."""
+    import ray
+    import ray.data.llm
+    from ray.data import ActorPoolStrategy
+    from ray.llm._internal.batch.processor.base import Processor
+
+    log = tmp_path / "engine-rows.jsonl"
+    built = []
+    # the fake stage's class goes to the Ray workers by value: they cannot import this test module
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+    def build_processor(config, preprocess=None, postprocess=None, **kwargs):
+        built.append(config)
+        stage = FakeEngineStage(
+            fn=FakeEngineUDF,
+            fn_constructor_kwargs={"model": config.model_source, "log": str(log), "continue_on_error": config.should_continue_on_error},
+            map_batches_kwargs={"compute": ActorPoolStrategy(size=1), "num_cpus": 0.1},
+        )
+        return Processor(config, [stage], preprocess=preprocess, postprocess=postprocess)
+
+    monkeypatch.setattr(ray.data.llm, "build_processor", build_processor)
+    return log, built
+
+
+def _serve_config(**extra_args):
+    models = [
+        {"name": "t0", "engine": "vllm", "model": "org/teacher-0", "port": 8001, "role": "teacher",
+         "args": {"max_model_len": 4096, **extra_args}},
+        {"name": "other", "engine": "vllm", "model": "org/other", "port": 8003},
+        {"name": "t1", "engine": "url", "model": "openai/t1", "api_base": "http://127.0.0.1:9/v1"},
+        {"name": "rm", "engine": "vllm", "model": "org/rm", "port": 8005, "role": "reward"},
+    ]
+    return parse_serve_config({"models": models}, source="cluster.yaml")
+
+
+def _pool(api_base: str, k: int = 2) -> Pool:
+    eps = {name: Endpoint(name, f"openai/{name}", api_base=api_base, defaults={"cache": False}) for name in ("t0", "t1", "fuse")}
+    return Pool(eps, ("t0", "t1"), samples_per_teacher=k, fusor="fuse")
+
+
+def _prompts(path: Path, n: int, fail: int | None = None) -> Path:
+    rows = [{"prompt": f"Question {i}: name {i} things that are green." + (" ENGINE-FAILS" if i == fail else "")} if i % 3 else
+            {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Say hello {i} times."}]}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _shape(value):
+    """Field names and JSON types, recursively (lists by their first item)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return "number" if isinstance(value, int | float) and not isinstance(value, bool) else type(value).__name__
+
+
+def test_an_engine_teacher_writes_the_records_of_the_http_path(tmp_path, ray_address, fake_engines):
+    """t0 on a (fake) vLLM engine processor, t1 over HTTP, k=2: the engine gets DSPy's messages and a seed per sample,
+    and the records have the ids, fields, teachers and candidate counts of an all-HTTP run (in-process)."""
+    log, built = fake_engines
+    n = 7
+    prompts = _prompts(tmp_path / "p.jsonl", n, fail=4)
+    settings = {"methods": ("fusion", "bon"), "max_tokens": 64, "temperature": 0.5}
+    with FakeOpenAIServer() as srv:
+        pool = _pool(srv.api_base)
+        engines = engines_for_pool(_serve_config(), pool.teachers, batch_size=3)
+        assert list(engines) == ["t0"]  # t1 is `engine: url` in the file: it stays an HTTP stage
+        # the reference: the in-process engine (whose records Ray's HTTP stages reproduce, tests/test_ray_engine.py)
+        http = synthesize(prompts, tmp_path / "http", pool=pool, **settings)
+        on_engine = synthesize(prompts, tmp_path / "engine", pool=pool, engine="ray", ray=RayOptions(workers=1),
+                               ray_engines=engines, **settings)
+        t0_http_calls = [r for r in srv.requests if r.get("model") == "t0"]
+    assert (http.done, on_engine.done, on_engine.failed) == (n, n, 0), on_engine.failures
+    assert len(built) == 1 and built[0].batch_size == 4 and built[0].should_continue_on_error  # a multiple of k; failures kept
+
+    # what reached the engine: the adapter's messages for each prompt, samples 0 and 1 with seeds 0 and 1
+    program = synth_program()
+    received = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    rows = [r for batch in received for r in batch["rows"]]
+    assert all(batch["batch"] % 2 == 0 for batch in received)  # whole groups per batch
+    by_id: dict[str, list] = {}
+    for r in rows:
+        by_id.setdefault(r["id"], []).append(r)
+    engine_records = {r["id"]: r for r in iter_records(tmp_path / "engine" / "synth.jsonl")}
+    assert by_id.keys() == engine_records.keys() and all(len(v) == 2 for v in by_id.values())
+    for rid, sent in by_id.items():
+        record = engine_records[rid]
+        user = {"prompt": _prompt_text(record)}
+        for r in sorted(sent, key=lambda r: r["i"]):
+            want = engine_request(program, user, sample=r["i"], temperature=0.5, max_tokens=64, seed=0)
+            assert r["messages"] == want["messages"] and r["sampling_params"] == want["sampling_params"]
+            assert r["sampling_params"] == {"temperature": 0.5, "max_tokens": 64, "seed": r["i"]}
+
+    # the records: the HTTP run's ids, fields and configuration; t0's candidates are the engine's answers, with its tokens
+    http_records = {r["id"]: r for r in iter_records(tmp_path / "http" / "synth.jsonl")}
+    assert http_records.keys() == engine_records.keys()
+    for rid, a in http_records.items():
+        b = engine_records[rid]
+        assert _shape(a) == _shape(b), rid
+        for key in ("format", "kind", "config", "inputs", "attempt", "source"):
+            assert a[key] == b[key], key
+        assert [c["model"] for c in a["candidates"]["candidates"]] == [c["model"] for c in b["candidates"]["candidates"]] == [
+            "t0", "t0", "t1", "t1"]
+        for c in b["candidates"]["candidates"][:2]:
+            if c["error"]:
+                continue
+            assert c["outputs"]["response"].startswith("org/teacher-0 answers: ") and c["outputs"]["response"].endswith(
+                f"(seed {c['sample']})")
+            assert c["usage"]["completion_tokens"] == len(c["outputs"]["response"].split()) and c["usage"]["calls"] == 1
+    failed = [c for r in engine_records.values() for c in r["candidates"]["candidates"] if c["error"]]
+    assert [(c["model"], c["sample"]) for c in failed] == [("t0", 1)]  # kept as a failed candidate; the row still made
+    assert failed[0]["error"].startswith("vLLM engine: RuntimeError: the engine failed a request")
+    assert len(t0_http_calls) == n  # only the HTTP run called t0's endpoint (one n=2 request per prompt)
+
+
+def _prompt_text(record: dict) -> str:
+    from fusion_dspy.synth.prompts import Prompt
+
+    return Prompt(tuple(record["messages"][:-1]), "").text
+
+
+def test_engine_configuration_errors_come_before_ray_starts(tmp_path, monkeypatch):
+    """Unknown names, teachers not in the file, non-engines and raw flags: ConfigurationErrors naming what to fix, no Ray."""
+    import ray
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    teachers = ("t0", "t1")
+    with pytest.raises(ConfigurationError, match="unknown model 'nope': cluster.yaml has t0, other, t1, rm"):
+        engines_for_pool(_serve_config(), teachers, ["nope"])
+    with pytest.raises(ConfigurationError, match="'other' is not a teacher of the pool \\(t0, t1\\)"):
+        engines_for_pool(_serve_config(), teachers, ["other"])
+    with pytest.raises(ConfigurationError, match="'t1' of cluster.yaml is `engine: url`"):
+        engines_for_pool(_serve_config(), teachers, ["t1"])
+    with pytest.raises(ConfigurationError, match="'rm' of cluster.yaml is a reward model"):
+        engines_for_pool(_serve_config(), teachers, ["rm"])
+    with pytest.raises(ConfigurationError, match="none of the pool's teachers \\(a, b\\)"):
+        engines_for_pool(_serve_config(), ("a", "b"))
+    with pytest.raises(ConfigurationError, match="'t0'.*raw vLLM flags"):
+        engines_for_pool(_serve_config(extra=["--seed", "1"]), teachers)
+
+    prompts = _prompts(tmp_path / "p.jsonl", 2)
+    pool = _pool("http://127.0.0.1:9/v1")
+    engines = engines_for_pool(_serve_config(), teachers)
+    with pytest.raises(ConfigurationError, match="engine 'x' is not a teacher of the pool"):
+        synthesize(prompts, tmp_path / "out", pool=pool, engine="ray", ray_engines={"x": engines["t0"]})
+    with pytest.raises(ConfigurationError, match="expected a ray.data.llm processor configuration"):
+        synthesize(prompts, tmp_path / "out", pool=pool, engine="ray", ray_engines={"t0": {"model_source": "org/m"}})
+    with pytest.raises(ConfigurationError, match="need engine='ray'"):
+        synthesize(prompts, tmp_path / "out", pool=pool, ray_engines=engines)
+    assert not (tmp_path / "out").exists()  # nothing claimed the folder
