@@ -128,7 +128,7 @@ def _serve_config(**extra_args):
     return parse_serve_config({"models": models}, source="cluster.yaml")
 
 
-def _pool(api_base: str, k: int = 2) -> Pool:
+def _pool(api_base: str, k: int = 3) -> Pool:
     eps = {name: Endpoint(name, f"openai/{name}", api_base=api_base, defaults={"cache": False}) for name in ("t0", "t1", "fuse")}
     return Pool(eps, ("t0", "t1"), samples_per_teacher=k, fusor="fuse")
 
@@ -151,7 +151,7 @@ def _shape(value):
 
 
 def test_an_engine_teacher_writes_the_records_of_the_http_path(tmp_path, ray_address, fake_engines):
-    """t0 on a (fake) vLLM engine processor, t1 over HTTP, k=2: the engine gets DSPy's messages and a seed per sample,
+    """t0 on a (fake) vLLM engine processor, t1 over HTTP, k=3: the engine gets DSPy's messages and a seed per sample,
     and the records have the ids, fields, teachers and candidate counts of an all-HTTP run (in-process)."""
     log, built = fake_engines
     n = 7
@@ -159,7 +159,7 @@ def test_an_engine_teacher_writes_the_records_of_the_http_path(tmp_path, ray_add
     settings = {"methods": ("fusion", "bon"), "max_tokens": 64, "temperature": 0.5}
     with FakeOpenAIServer() as srv:
         pool = _pool(srv.api_base)
-        engines = engines_for_pool(_serve_config(), pool.teachers, batch_size=3)
+        engines = engines_for_pool(_serve_config(), pool.teachers, batch_size=4)
         assert list(engines) == ["t0"]  # t1 is `engine: url` in the file: it stays an HTTP stage
         # the reference: the in-process engine (whose records Ray's HTTP stages reproduce, tests/test_ray_engine.py)
         http = synthesize(prompts, tmp_path / "http", pool=pool, **settings)
@@ -167,18 +167,18 @@ def test_an_engine_teacher_writes_the_records_of_the_http_path(tmp_path, ray_add
                                ray_engines=engines, **settings)
         t0_http_calls = [r for r in srv.requests if r.get("model") == "t0"]
     assert (http.done, on_engine.done, on_engine.failed) == (n, n, 0), on_engine.failures
-    assert len(built) == 1 and built[0].batch_size == 4 and built[0].should_continue_on_error  # a multiple of k; failures kept
+    assert len(built) == 1 and built[0].batch_size == 6 and built[0].should_continue_on_error  # a multiple of k; failures kept
 
-    # what reached the engine: the adapter's messages for each prompt, samples 0 and 1 with seeds 0 and 1
+    # what reached the engine: the adapter's messages for each prompt, samples 0, 1, 2 with seeds 0, 1, 2
     program = synth_program()
     received = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     rows = [r for batch in received for r in batch["rows"]]
-    assert all(batch["batch"] % 2 == 0 for batch in received)  # whole groups per batch
+    assert all(batch["batch"] % 3 == 0 for batch in received)  # whole groups per batch
     by_id: dict[str, list] = {}
     for r in rows:
         by_id.setdefault(r["id"], []).append(r)
     engine_records = {r["id"]: r for r in iter_records(tmp_path / "engine" / "synth.jsonl")}
-    assert by_id.keys() == engine_records.keys() and all(len(v) == 2 for v in by_id.values())
+    assert by_id.keys() == engine_records.keys() and all(len(v) == 3 for v in by_id.values())
     for rid, sent in by_id.items():
         record = engine_records[rid]
         user = {"prompt": _prompt_text(record)}
@@ -196,8 +196,8 @@ def test_an_engine_teacher_writes_the_records_of_the_http_path(tmp_path, ray_add
         for key in ("format", "kind", "config", "inputs", "attempt", "source"):
             assert a[key] == b[key], key
         assert [c["model"] for c in a["candidates"]["candidates"]] == [c["model"] for c in b["candidates"]["candidates"]] == [
-            "t0", "t0", "t1", "t1"]
-        for c in b["candidates"]["candidates"][:2]:
+            "t0", "t0", "t0", "t1", "t1", "t1"]
+        for c in b["candidates"]["candidates"][:3]:
             if c["error"]:
                 continue
             assert c["outputs"]["response"].startswith("org/teacher-0 answers: ") and c["outputs"]["response"].endswith(
@@ -206,7 +206,7 @@ def test_an_engine_teacher_writes_the_records_of_the_http_path(tmp_path, ray_add
     failed = [c for r in engine_records.values() for c in r["candidates"]["candidates"] if c["error"]]
     assert [(c["model"], c["sample"]) for c in failed] == [("t0", 1)]  # kept as a failed candidate; the row still made
     assert failed[0]["error"].startswith("vLLM engine: RuntimeError: the engine failed a request")
-    assert len(t0_http_calls) == n  # only the HTTP run called t0's endpoint (one n=2 request per prompt)
+    assert len(t0_http_calls) == n  # only the in-process run called t0's endpoint (one n=3 request per prompt)
 
 
 def _prompt_text(record: dict) -> str:

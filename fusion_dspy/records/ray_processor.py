@@ -16,16 +16,18 @@ therefore runs in three steps:
    (``generated_text``, ``num_input_tokens``, ``num_generated_tokens``, ``time_taken_llm``);
    the processor runs with ``should_continue_on_error`` so a failed request comes back as a row
    with its error instead of failing the whole run;
-3. **regroup** (``map_batches`` over whole blocks): the ``k`` rows of one id are gathered and
+3. **regroup** (``map_batches``): the ``k`` rows of one id are gathered and
    :meth:`EngineHooks.collect` turns the outputs into the row's next state.
 
 The regroup needs no shuffle (a ``groupby`` would be a barrier: nothing would reach the writer
 until every request of the stage was done, and a killed driver would lose it all) because the
-``k`` rows of one id never leave one block: the exploded rows of an id are adjacent, every stage
-of a processor is one-to-one and keeps the order of its batch, and the processor's batch size is
-made a multiple of ``k`` (:func:`pipeline_config`), so every batch and block Ray Data cuts holds
-whole groups. Should a group still arrive split (a block cut by size, over 128 MiB), its row fails
-with that reason and the next run retries it: nothing is merged wrongly or lost.
+``k`` rows of one id stay together. The exploded rows of an id are adjacent; Ray Data gives a
+task whole blocks (it bundles blocks, it does not cut them, outside ``repartition``) and cuts a
+task's rows into batches at multiples of the batch size from the task's first row; every stage
+of a processor is one-to-one and keeps the order of its batch; and the processor's batch size,
+which is also the regroup's, is made a multiple of ``k`` (:func:`pipeline_config`). So every
+batch and block holds whole groups. Should a group still arrive split (a block cut by size, over
+128 MiB), its row fails with that reason and the next run retries it: nothing is merged wrongly.
 
 Ray and ``ray.data.llm`` are imported inside functions only; building a vLLM processor needs
 transformers on the driver and vLLM on the GPU nodes.
@@ -79,10 +81,12 @@ class ProcessorStage:
 
     def apply(self, ds: Any) -> Any:
         """The dataset through explode → processor → regroup (called on the driver inside the Ray session)."""
-        processor = build_processor(pipeline_config(self.config, self.samples), _Preprocess(), _postprocess)
+        config = pipeline_config(self.config, self.samples)
+        processor = build_processor(config, _Preprocess(), _postprocess)
         ds = ds.flat_map(_Explode(self.name, self.hooks))
         ds = processor(ds)
-        return ds.map_batches(_Regroup(self.name, self.hooks), batch_size=None, batch_format="pyarrow")
+        # batches of the processor's size (a multiple of k) cut a task's rows, whole groups in order, at group boundaries
+        return ds.map_batches(_Regroup(self.name, self.hooks), batch_size=config.batch_size, batch_format="pyarrow")
 
 
 def pipeline_config(config: Any, samples: int) -> Any:
@@ -158,7 +162,7 @@ def _postprocess(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _Regroup:
-    """The ``k`` output rows of each id (one block holds them all) back into one row ``{id, state, error}``."""
+    """The ``k`` output rows of each id (one batch holds them all) back into one row ``{id, state, error}``."""
 
     def __init__(self, name: str, hooks: EngineHooks):
         self.name, self.hooks = name, hooks
@@ -184,7 +188,7 @@ class _Regroup:
         n = int(first["n"])
         by_index = {int(r["i"]): r for r in rows}
         if len(rows) != n or sorted(by_index) != list(range(n)):
-            error = (f"{self.name}: {len(rows)} of the row's {n} engine outputs reached one block (Ray Data split them); "
+            error = (f"{self.name}: {len(rows)} of the row's {n} engine outputs reached one batch (Ray Data split them); "
                      "the next run retries the row")
             logger.warning("item %s failed: %s", rid, error)
             return first["state"], error
