@@ -25,6 +25,7 @@ from fusion_dspy.errors import ConfigurationError, EndpointSamplingError, Sampli
 from fusion_dspy.lm.endpoints import lm_name
 from fusion_dspy.lm.fanout import fan_out
 from fusion_dspy.lm.parsing import lenient_parse
+from fusion_dspy.lm.token_count import choice_token_counts
 from fusion_dspy.plain_adapter import PlainAdapter
 from fusion_dspy.types import Candidate, CandidateSet, Usage
 
@@ -325,7 +326,7 @@ def _draw_with_n(predictor: dspy.Predict, inputs: dict[str, Any], d: _Draw, offs
     seconds = time.perf_counter() - started
     total = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=seconds, calls=1)
     texts = [(output.get("text") if isinstance(output, dict) else output) or "" for output in outputs]
-    shares = split_usage(total, texts)
+    shares = split_usage(total, texts, choice_token_counts(lm, texts, total.completion_tokens))
     return [_parse_candidate(adapter, signature, text, d.name, i, shares[i]) for i, text in enumerate(texts)]
 
 
@@ -382,22 +383,27 @@ def _only(values: Mapping[str, Any], signature: Any) -> dict[str, Any]:
     return {k: values.get(k) for k in signature.output_fields}
 
 
-def split_usage(total: Usage, texts: list[str]) -> list[Usage]:
+def split_usage(total: Usage, texts: list[str], counts: list[int] | None = None) -> list[Usage]:
     """Share one ``n``-request's usage between its choices; the first carries the call.
 
-    The prompt is shared evenly. Completion tokens go to each choice in proportion to its length.
-    Some servers (llama.cpp) report the completion tokens of *one* choice for an ``n > 1``
-    request; that is recognised by an implausible ratio (fewer than one token per 7 characters
-    over all choices) and corrected by scaling the first choice's count by length.
+    The prompt is shared evenly. ``counts`` are the choices' completion tokens where they were
+    counted (:func:`~fusion_dspy.lm.token_count.choice_token_counts`); otherwise completion
+    tokens go to each choice in proportion to its length. Some servers (llama.cpp) report the
+    completion tokens of *one* choice for an ``n > 1`` request; without counts that is recognised
+    by an implausible ratio (fewer than one token per 7 characters over all choices) and corrected
+    by scaling the first choice's count by length.
     """
     parts = max(1, len(texts))
     lengths = [max(1, len(t)) for t in texts] or [1]
     completion = total.completion_tokens
-    if parts > 1 and completion and completion * 7 < sum(lengths):
-        completion = round(completion * sum(lengths) / lengths[0])
-        logger.debug("server reported one choice's completion tokens for n=%d; estimated %d for all", parts, completion)
+    if counts is not None and len(counts) == parts:
+        shares = list(counts)
+    else:
+        if parts > 1 and completion and completion * 7 < sum(lengths):
+            completion = round(completion * sum(lengths) / lengths[0])
+            logger.debug("server reported one choice's completion tokens for n=%d; estimated %d for all", parts, completion)
+        shares = [round(completion * n / sum(lengths)) for n in lengths]
     prompt_each = total.prompt_tokens // parts
-    shares = [round(completion * n / sum(lengths)) for n in lengths]
     usages = [Usage(prompt_each, shares[i], total.seconds / parts, 0) for i in range(parts)]
     first = usages[0]
     usages[0] = Usage(total.prompt_tokens - prompt_each * (parts - 1), first.completion_tokens, first.seconds, total.calls)

@@ -221,3 +221,14 @@ def test_n_above_the_servers_slots_is_drawn_in_requests_of_its_limit():
     lm.seen.clear()
     again = sample_candidates(dspy.Predict("question -> answer"), {"question": "q2"}, lm=lm, n=5)
     assert len(again.ok) == 5 and [n for n, _ in lm.seen] == [4, 1]  # the limit is remembered: no second refusal
+
+
+def test_choices_of_a_server_that_counts_one_choice_are_counted_by_its_tokenizer():
+    """llama.cpp reports the first choice's completion tokens for n=4; /tokenize gives each choice its own count."""
+    texts = ["a" * 400, "b" * 40, "c" * 4, "d" * 120]  # 5.6 characters per reported token: no length heuristic sees it
+    with FakeOpenAIServer(reply=lambda body, i: texts[i], usage_first_choice=True, tokenize_chars=4) as server:
+        cset = sample_candidates(dspy.Predict("question -> answer"), {"question": "q"}, lm=_lm(server), n=4)
+        assert server.requests[-1]["n"] == 4  # one request; the fake reported 100 completion tokens for all of it
+    assert [c.outputs["answer"] for c in cset.candidates] == texts
+    assert [c.usage.completion_tokens for c in cset.candidates] == [100, 10, 1, 30]
+    assert cset.usage.completion_tokens == 141

@@ -20,6 +20,7 @@ from typing import Any
 
 from fusion_dspy.errors import EndpointSamplingError, SamplingError, first_line, is_endpoint_failure
 from fusion_dspy.gateway.conversation import OUTPUT_FIELD
+from fusion_dspy.lm.token_count import choice_token_counts
 from fusion_dspy.sampling import ENDPOINT_FAILURE_MARK, learn_n_limit, n_limit_of, split_usage
 from fusion_dspy.select import majority_vote
 from fusion_dspy.types import Candidate, CandidateSet, Selection, Usage
@@ -111,7 +112,9 @@ async def _one(name: str, lm: Any, k: int, messages, params, temperature: float)
             out += [(Candidate(len(out) + i, name, len(out) + i, {}, Usage(seconds=seconds / size, calls=int(i == 0)),
                                error=mark + first_line(result, 500)), ()) for i in range(size)]
             continue
-        out += _choices(name, result, len(out), time.perf_counter() - started)
+        reported = int(getattr(getattr(result, "usage", None), "completion_tokens", 0) or 0)
+        counts = await asyncio.to_thread(choice_token_counts, lm, _texts(result), reported)  # llama.cpp counts one choice
+        out += _choices(name, result, len(out), time.perf_counter() - started, counts)
     return out
 
 
@@ -119,13 +122,18 @@ async def _request(lm: Any, size: int, messages, params, temperature: float) -> 
     return await lm.aforward(messages=list(messages), n=size, temperature=temperature, **params)
 
 
-def _choices(name: str, response: Any, first: int, seconds: float) -> list[tuple[Candidate, tuple[dict[str, Any], ...]]]:
-    """One response's choices as candidates ``first``, ``first + 1``, ...; its usage shared between them."""
+def _texts(response: Any) -> list[str]:
+    return [(_get(_get(choice, "message"), "content") or "") for choice in (response.choices or [])]
+
+
+def _choices(name: str, response: Any, first: int, seconds: float,
+             counts: list[int] | None = None) -> list[tuple[Candidate, tuple[dict[str, Any], ...]]]:
+    """One response's choices as candidates ``first``, ``first + 1``, ...; its usage shared between them (``counts``: per choice, when counted)."""
     choices = list(response.choices or [])
     usage = getattr(response, "usage", None)
     total = Usage(int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0), seconds, 1)
-    texts = [(_get(_get(choice, "message"), "content") or "") for choice in choices]
-    shares = split_usage(total, [t or " " for t in texts])
+    texts = _texts(response)
+    shares = split_usage(total, [t or " " for t in texts], counts)
     out = []
     for i, choice in enumerate(choices):
         message = _get(choice, "message")

@@ -51,6 +51,28 @@ def count_tokens(lm: Any, text: str, *, timeout: float = 5.0) -> int | None:
     return None
 
 
+def choice_token_counts(lm: Any, texts: list[str], reported: int) -> list[int] | None:
+    """Each choice's completion tokens by the server's tokenizer, when an ``n > 1`` answer counted one choice only.
+
+    llama.cpp reports the first choice's completion tokens for a whole ``n`` request (measured on
+    the embedded model: 128 reported for four choices of 80-128 tokens each); vLLM reports the sum.
+    The first choice is counted; when it matches the report, every choice is counted. None where the
+    server cannot tokenize or the report is already a sum.
+    """
+    if len(texts) < 2 or reported <= 0:
+        return None
+    first = count_tokens(lm, texts[0]) if texts[0] else 0
+    if first is None or abs(first - reported) > max(2, reported // 20):  # re-tokenized text may differ by a token or two
+        return None
+    counts = [first]
+    for text in texts[1:]:
+        n = count_tokens(lm, text) if text else 0
+        if n is None:
+            return None
+        counts.append(n)
+    return counts
+
+
 def chars_per_token(lm: Any, sample: str, default: float) -> float:
     """Characters per token of ``sample`` measured by ``lm``'s server, else ``default``."""
     tokens = count_tokens(lm, sample)

@@ -136,6 +136,8 @@ class FakeOpenAIServer:
         api_key: when set, every route but ``/health`` answers 401 unless the request carries
             ``Authorization: Bearer <api_key>`` (as ``vllm serve --api-key`` does).
         max_n: chat requests with a larger ``n`` get llama.cpp's 400 (its parallel slots), None: any ``n``.
+        usage_first_choice: report an ``n > 1`` chat request's completion tokens as llama.cpp does: the
+            first choice's only (counted as ``/tokenize`` counts when ``tokenize_chars`` is set).
 
     Attributes:
         requests: JSON bodies received on POST endpoints, in arrival order (``"_path"`` added).
@@ -162,6 +164,7 @@ class FakeOpenAIServer:
         token_delay: float = 0.0,
         api_key: str | None = None,
         max_n: int | None = None,
+        usage_first_choice: bool = False,
     ):
         for label, rate in (("fail_rate", fail_rate), ("delay_rate", delay_rate)):
             if not 0.0 <= rate <= 1.0:
@@ -179,6 +182,7 @@ class FakeOpenAIServer:
         self.token_delay = token_delay
         self.api_key = api_key
         self.max_n = max_n
+        self.usage_first_choice = usage_first_choice
         self.authorizations: list[str] = []  # the Authorization header of every request, in arrival order
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -501,6 +505,10 @@ class _Handler(BaseHTTPRequestHandler):
         messages = [self.fake._message(body, i) for i in range(n)]
         prompt_tokens = _words(_message_text(body.get("messages") or []))
         completion_tokens = sum(_words(m.get("content") or "") for m in messages)
+        if self.fake.usage_first_choice:  # llama.cpp: one choice's count for the whole request
+            first = messages[0].get("content") or ""
+            chars = self.fake.tokenize_chars
+            completion_tokens = math.ceil(len(first) / chars) if chars else _words(first)
         return {
             "id": "chatcmpl-" + uuid.uuid4().hex[:12],
             "object": "chat.completion",

@@ -39,6 +39,15 @@ def test_fusion_answers_with_the_fused_text_and_bills_every_stage():
         assert record["method"] == "fusion" and record["n"] == 4 and record["fallback"] is None and sorted(record["order"]) == [0, 1, 2, 3]
 
 
+def test_usage_counts_every_choice_where_the_server_reports_one():
+    """llama.cpp reports one choice's completion tokens for n=4; the bill counts each draft with /tokenize."""
+    drafts = ["Paris." * 20, "Paris, the capital.", "Paris", "It is Paris, on the Seine."]
+    with endpoint(scripted(candidate=lambda body, i: drafts[i]), usage_first_choice=True, tokenize_chars=4) as (_, server):
+        resp = _client(server).chat.completions.create(model="fusion-4", messages=MESSAGES)
+    sampling = resp.usage.model_dump()["stages"]["sampling"]
+    assert sampling["completion_tokens"] == sum(-(-len(d) // 4) for d in drafts) == 44  # the fake reported 30
+
+
 def test_the_streamed_answer_is_the_whole_answer_in_several_chunks():
     with endpoint(scripted(), token_delay=0.002) as (_, server):
         whole = _client(server).chat.completions.create(model="fusion-3", messages=MESSAGES)
