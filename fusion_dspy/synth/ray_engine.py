@@ -172,6 +172,19 @@ class EngineTeacher:
         return {**state, "samples": [*state.get("samples", []), part.to_dict()]}
 
 
+def check_engines(engines: Mapping[str, Any], pool: Any) -> None:
+    """Every engine is a teacher of the pool with a ``ray.data.llm`` processor configuration (checked before Ray starts)."""
+    from fusion_dspy.records.ray_processor import check_processor_config
+
+    for name, config in engines.items():
+        if name not in pool.teachers:
+            raise ConfigurationError(
+                f"engine {name!r} is not a teacher of the pool ({', '.join(pool.teachers)}): only teachers run as engines "
+                "inside the pipeline (the fusor and the scorer are called over HTTP)"
+            )
+        check_processor_config(name, config)
+
+
 def stages(pool: Any, settings: Mapping[str, Any], config: Mapping[str, Any],
            engines: Mapping[str, Any] | None = None) -> list[Any]:
     """The pipeline's model stages: one per teacher (in the pool's order), then the aggregation.
@@ -182,12 +195,7 @@ def stages(pool: Any, settings: Mapping[str, Any], config: Mapping[str, Any],
     from fusion_dspy.records.ray_processor import ProcessorStage
 
     engines = dict(engines or {})
-    unknown = [name for name in engines if name not in pool.teachers]
-    if unknown:
-        raise ConfigurationError(
-            f"engine(s) {', '.join(map(repr, unknown))} not among the pool's teachers ({', '.join(pool.teachers)}): "
-            "only teachers run as engines inside the pipeline (the fusor and the scorer are called over HTTP)"
-        )
+    check_engines(engines, pool)
     common = {"pool": pool, "settings": dict(settings), "config": dict(config)}
     teachers: list[Any] = []
     for t in pool.teachers:

@@ -158,7 +158,9 @@ def synthesize(
 
         import_ray()  # fails now, with what to install, when Ray is missing
         ray = replace(ray or RayOptions(), concurrency=concurrency)
-        _check_engines(ray_engines or {}, pool)
+        from fusion_dspy.synth.ray_engine import check_engines
+
+        check_engines(ray_engines or {}, pool)
     elif ray_engines:
         raise ConfigurationError("vLLM engines inside the pipeline (ray_engines, --ray-engines) need engine='ray' (--engine ray)")
     out = Path(out_dir)
@@ -210,19 +212,6 @@ def synthesize(
             stats.parquet_path = str(export_to_parquet(store.path, out / PARQUET_NAME))
         logger.info("synth: %s", stats.to_dict())
         return stats
-
-
-def _check_engines(engines: Mapping[str, Any], pool: Any) -> None:
-    """Every engine is a teacher of the pool with a ``ray.data.llm`` processor configuration (before Ray starts)."""
-    from fusion_dspy.records.ray_processor import check_processor_config
-
-    for name, config in engines.items():
-        if name not in pool.teachers:
-            raise ConfigurationError(
-                f"engine {name!r} is not a teacher of the pool ({', '.join(pool.teachers)}): only teachers run as engines "
-                "inside the pipeline (the fusor and the scorer are called over HTTP)"
-            )
-        check_processor_config(name, config)
 
 
 def _import_litellm() -> None:
