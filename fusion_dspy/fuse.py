@@ -30,7 +30,7 @@ from fusion_dspy.signatures import (
     fusion_signature,
     plain_fusion_signature,
 )
-from fusion_dspy.substance import DEGENERATE_REPETITION, framing_found, repetition
+from fusion_dspy.substance import DEGENERATE_REPETITION, framing_found, repeated_sentences, repetition
 from fusion_dspy.types import Candidate, CandidateSet, Fusion, Usage
 
 logger = logging.getLogger(__name__)
@@ -333,9 +333,12 @@ def unusable_answer(outputs: dict[str, Any], shown: list[Candidate], inputs: dic
     added = [kind for kind in framing_found(text) if kind not in seen]
     if added:
         return f"the fused answer repeats the prompt's framing ({', '.join(added)})"
-    loop = repetition(text)
-    if loop > DEGENERATE_REPETITION and all(repetition(render_fields(c.outputs)) <= DEGENERATE_REPETITION for c in shown):
-        return f"the fused answer loops ({loop:.0%} of its word 4-grams repeat) where no candidate does"
+    loop, said = repetition(text), repeated_sentences(text)
+    if (loop > DEGENERATE_REPETITION or said) and not any(
+        repetition(t) > DEGENERATE_REPETITION or repeated_sentences(t) for t in (render_fields(c.outputs) for c in shown)
+    ):
+        how = f"{loop:.0%} of its word 4-grams repeat" if loop > DEGENERATE_REPETITION else f"{said} sentence(s) said three times or more"
+        return f"the fused answer loops ({how}) where no candidate does"
     return None
 
 

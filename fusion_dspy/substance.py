@@ -14,14 +14,16 @@ two words where the candidates wrote paragraphs. :func:`assess` measures the ans
 An answer is *substantive* when it came from the fusor (no fallback), is free of framing, draws at
 least 30% of its text from the candidates, and is not a stub (under 40 characters where the
 candidates are longer). Apart from that, an answer is *degenerate* when more than half of its word
-4-grams repeat earlier ones (a decoding loop): reported beside substance, for the answer and for the
-candidates it came from, since a small model's candidates loop too.
+4-grams repeat earlier ones, or when a sentence of six words or more comes three times (decoding
+loops, the second of whole passages in an otherwise varied answer): reported beside substance, for
+the answer and for the candidates it came from, since a small model's candidates loop too.
 """
 
 from __future__ import annotations
 
 import re
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +31,8 @@ MIN_BLOCK = 12
 MIN_COPIED_SHARE = 0.3
 STUB_CHARS = 40
 DEGENERATE_REPETITION = 0.5
+LOOP_SENTENCE_WORDS = 6
+LOOP_SENTENCE_TIMES = 3
 
 # names DSPy's adapters and fusion-dspy's own prompts use, which never belong in an answer
 _PROMPT_FIELDS = ("candidates", "comparison", "compare", "analysis", "prompt", "response", "answer",
@@ -45,9 +49,11 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("completion marker", re.compile(r"#\s*completed\s*#", re.I)),
     # the fusor talking about its inputs ("**Candidate 1:**", "draft 2 says") instead of answering
     ("draft reference", re.compile(r"\b(?:candidate|draft)\s*(?:#|no\.?\s*)?\d+\b", re.I)),
-    # a review of the drafts instead of the answer: "Your answer meets all the requirements", "Both drafts are ..."
+    # a review of the drafts instead of the answer: "Your answer meets all the requirements", "Your response
+    # contains a mix of ... Here's a revised version", "Both drafts are ..."
     ("review of the drafts", re.compile(
-        r"\A\W*your\s+(?:answer|response|draft|solution)s?\s+(?:should|has|have|meets?|is|are|does|do|looks?|seems?)\b"
+        r"\A\W*your\s+(?:answer|response|draft|solution)s?\s+(?:should|has|have|meets?|is|are|does|do|looks?|seems?"
+        r"|contains?|includes?|provides?|offers?|gives?|covers?|lacks?|miss(?:es)?|needs?|could|can|was|were|reads?)\b"
         r"|\b(?:the|these|both|all|each of the)\s+(?:draft|candidate)(?:\s+(?:answer|response)s?|s)\b", re.I)),
 )
 
@@ -61,6 +67,19 @@ def repetition(text: str, *, n: int = 4) -> float:
     words = (text or "").split()
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repeated_sentences(text: str) -> int:
+    """How many sentences of six words or more the text says three times or more.
+
+    A looping passage inside a long answer ("You can buy a small amount of fuel ..." under three
+    list items of a 2,000-character answer, measured on the embedded model) repeats too few 4-grams
+    for :func:`repetition` to call it a loop; whole sentences said again and again are one.
+    """
+    parts = re.split(r"(?<=[.!?])\s+|\n+", text or "")
+    counts = Counter(" ".join(re.sub(r"^\W+", "", p).lower().split()) for p in parts)
+    return sum(1 for sentence, times in counts.items()
+               if times >= LOOP_SENTENCE_TIMES and len(sentence.split()) >= LOOP_SENTENCE_WORDS)
 
 
 def framing_found(text: str) -> list[str]:
@@ -101,6 +120,7 @@ class Substance:
     framing: tuple[str, ...]
     fallback: bool = False
     repetition: float = 0.0
+    repeated_sentences: int = 0
 
     @property
     def framing_free(self) -> bool:
@@ -113,8 +133,8 @@ class Substance:
 
     @property
     def degenerate(self) -> bool:
-        """Most of it repeats itself (a decoding loop)."""
-        return self.repetition > DEGENERATE_REPETITION
+        """Most of it repeats itself, or a sentence comes three times (a decoding loop)."""
+        return self.repetition > DEGENERATE_REPETITION or self.repeated_sentences > 0
 
     @property
     def substantive(self) -> bool:
@@ -124,7 +144,7 @@ class Substance:
         return {
             "chars": self.chars, "length_ratio": round(self.length_ratio, 3), "copied_share": round(self.copied_share, 3),
             "framing": list(self.framing), "stub": self.stub, "fallback": self.fallback, "substantive": self.substantive,
-            "repetition": round(self.repetition, 3), "degenerate": self.degenerate,
+            "repetition": round(self.repetition, 3), "repeated_sentences": self.repeated_sentences, "degenerate": self.degenerate,
         }
 
 
@@ -141,6 +161,7 @@ def assess(answer: str, candidates: Sequence[str], *, fallback: bool = False, mi
         framing=tuple(framing_found(answer)),
         fallback=fallback,
         repetition=repetition(answer),
+        repeated_sentences=repeated_sentences(answer),
     )
 
 

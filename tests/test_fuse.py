@@ -295,6 +295,17 @@ def test_a_looping_fused_answer_is_retried_at_a_higher_temperature():
     assert temperatures[0] == 0.0 and temperatures[1] >= 0.3
 
 
+def test_a_fused_answer_that_says_a_passage_three_times_is_retried():
+    cset = _texts("Ask a neighbour to water them.", "Group the pots and use wick watering.")
+    said = "Water them before you leave, and put them in a cool room out of direct sun. "
+    looped = "1. " + said + "\n2. Group the pots. " + said + "\n3. Use wicks. " + said
+    fine = "Water them before you leave, group the pots in a cool room, and ask a neighbour or use wick watering."
+    with FakeOpenAIServer(reply=_in_turn(looped, fine)) as server:
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server, temperature=0.0))(candidates=cset)
+        calls = len(server.requests)
+    assert calls == 2 and fusion.fallback is None and fusion.outputs["response"] == fine
+
+
 def test_a_fence_tag_inside_a_sentence_leaves_the_words_apart():
     cset = _cset(2, fields=("response",), inputs={"prompt": "p"})
     with FakeOpenAIServer(reply="Answer with <candidate> several tips.") as server:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fusion_dspy.substance import assess, copied_share, framing_found, summarize
+from fusion_dspy.substance import assess, copied_share, framing_found, repeated_sentences, summarize
 
 CANDIDATES = [
     "Write short sentences. Use headings so readers can scan the page, and show one example per idea.",
@@ -31,6 +31,7 @@ CANDIDATES = [
         ("Your answer has been successfully added to the list of accepted answers.", "review of the drafts"),
         ("Both drafts are correct, but the second is clearer.", "review of the drafts"),
         ("The candidate answers agree that it is 42.", "review of the drafts"),
+        ("Your response contains a mix of structured instructions. Here's a revised version:", "review of the drafts"),
     ],
 )
 def test_prompt_framing_is_found(text, kind):
@@ -66,6 +67,30 @@ def test_a_decoding_loop_is_degenerate():
     sub = assess(loop, ["400MA + 20A = 420MA, so use a resistor of 10 ohms in series."])
     assert sub.degenerate and sub.repetition > 0.9
     assert not assess(CANDIDATES[0], CANDIDATES).degenerate
+
+
+# the demo's fused answer on the embedded model (houseplants prompt): a passage said under three list items
+_LOOPED_PASSAGE = (
+    "You can buy a small amount of fuel that fits inside the engine of your car. "
+    "However, make sure you're not using it in cooking - they have the perfect little digestive tract in their stomach!"
+)
+_LOOPED = "\n\n".join([
+    "Here are some tips for staying healthy in the midst of travel:",
+    "1. **Water well**: While you're away, make sure to only water them when they need it. Ask a neighbour to check the soil.",
+    "2. **Fuel**: Don't forget to leave some extra fuel for your travels. " + _LOOPED_PASSAGE,
+    "3. **Battery life**: As a traveler, it's essential to ensure that your devices are always charged. " + _LOOPED_PASSAGE,
+    "4. **Fuel**: Group the pots together in a cool room away from the window. " + _LOOPED_PASSAGE,
+    "5. **Wick watering**: Run a cotton string from a jar of water into each pot so the soil stays moist for two weeks.",
+])
+
+
+def test_a_passage_said_three_times_is_a_loop_that_4_gram_shares_miss():
+    sub = assess(_LOOPED, CANDIDATES)
+    assert sub.repetition < 0.5  # too little of a long answer repeats for the 4-gram share
+    assert repeated_sentences(_LOOPED) == 2 and sub.degenerate
+    said_twice = _LOOPED.replace("4. **Fuel**: Group the pots together in a cool room away from the window. " + _LOOPED_PASSAGE, "")
+    assert repeated_sentences(said_twice) == 0 and not assess(said_twice, CANDIDATES).degenerate
+    assert repeated_sentences("Yes.\nYes.\nYes.\nNo, water it weekly.") == 0  # short sentences may recur
 
 
 def test_a_mangled_fence_tag_is_framing():
