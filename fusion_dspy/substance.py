@@ -33,6 +33,8 @@ STUB_CHARS = 40
 DEGENERATE_REPETITION = 0.5
 LOOP_SENTENCE_WORDS = 6
 LOOP_SENTENCE_TIMES = 3
+LOOP_SENTENCE_CHARS = 24
+_LIST_MARK = re.compile(r"^\W*(?:\d{1,3}[.)]|[-*•])?\W*")
 
 # names DSPy's adapters and fusion-dspy's own prompts use, which never belong in an answer
 _PROMPT_FIELDS = ("candidates", "comparison", "compare", "analysis", "prompt", "response", "answer",
@@ -76,10 +78,10 @@ def repeated_sentences(text: str) -> int:
     list items of a 2,000-character answer, measured on the embedded model) repeats too few 4-grams
     for :func:`repetition` to call it a loop; whole sentences said again and again are one.
     """
-    parts = re.split(r"(?<=[.!?])\s+|\n+", text or "")
-    counts = Counter(" ".join(re.sub(r"^\W+", "", p).lower().split()) for p in parts)
-    return sum(1 for sentence, times in counts.items()
-               if times >= LOOP_SENTENCE_TIMES and len(sentence.split()) >= LOOP_SENTENCE_WORDS)
+    parts = re.split(r"(?<=[.!?])\s+|(?<=[。！？．])|\n+", text or "")
+    counts = Counter(" ".join(_LIST_MARK.sub("", p).lower().split()) for p in parts)  # "1. x" and "3. x" are one sentence
+    return sum(1 for sentence, times in counts.items() if times >= LOOP_SENTENCE_TIMES and (
+        len(sentence.split()) >= LOOP_SENTENCE_WORDS or len(sentence) >= LOOP_SENTENCE_CHARS))  # chars: scripts without spaces
 
 
 def framing_found(text: str) -> list[str]:

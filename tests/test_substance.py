@@ -91,6 +91,10 @@ def test_a_passage_said_three_times_is_a_loop_that_4_gram_shares_miss():
     said_twice = _LOOPED.replace("4. **Fuel**: Group the pots together in a cool room away from the window. " + _LOOPED_PASSAGE, "")
     assert repeated_sentences(said_twice) == 0 and not assess(said_twice, CANDIDATES).degenerate
     assert repeated_sentences("Yes.\nYes.\nYes.\nNo, water it weekly.") == 0  # short sentences may recur
+    # the numbered loop of a Spanish-to-Japanese translation by the embedded fusor: the numbers differ, the line does not
+    line = "バス胡とし、バジューンのおわくを変きに彼らは頂上るように進局する．"
+    assert repeated_sentences("\n\n".join(f"{i}. {line}" for i in range(1, 5))) == 1
+    assert repeated_sentences("\n".join(f"{i}. Step {i} of the recipe" for i in range(1, 5))) == 0
 
 
 def test_a_mangled_fence_tag_is_framing():
