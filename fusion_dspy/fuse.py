@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import dspy
@@ -62,6 +63,54 @@ def _number(texts: list[str], *, fenced: bool) -> str:
         else:
             blocks.append(f"Candidate {position}:\n{text}")
     return "\n\n".join(blocks)
+
+
+def retry_temperature(temperature: float | None) -> float:
+    """A retried fusion's temperature: the fusor's, at least 0.3 (a fresh sample, not the same greedy answer)."""
+    return max(0.3, temperature or 0.0)
+
+
+@dataclass(frozen=True)
+class FusionRequest:
+    """One candidate set made ready for the fusor (:meth:`Fusor.request`); JSON round trip by :meth:`to_dict` / :meth:`from_dict`.
+
+    Attributes:
+        task_inputs: the task's inputs (the guard and the output language read them).
+        output_fields: the task's output fields.
+        shown: the candidates in the order shown, trimmed when they had to fit the context.
+        fuse_inputs: the fusion signature's inputs: the task's inputs and the numbered candidates.
+        language: the output language asked for by the caller (None: the fusor's, or the task's).
+        max_tokens: the call's completion budget (at least what the candidates used).
+        temperature: the fusor LM's temperature (the first attempt's).
+        trimmed: how the candidates were shortened to fit the context, if they were.
+        overflow: why nothing fits the context (then there is no call, and the fusion falls back).
+    """
+
+    task_inputs: dict[str, Any]
+    output_fields: tuple[str, ...]
+    shown: tuple[Candidate, ...]
+    fuse_inputs: dict[str, Any]
+    language: str | None
+    max_tokens: int
+    temperature: float | None
+    trimmed: dict[str, Any] | None
+    overflow: str | None
+
+    @property
+    def order(self) -> tuple[int, ...]:
+        """``Candidate.index`` of the shown candidates, in the shown order."""
+        return tuple(c.index for c in self.shown)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: getattr(self, k) for k in ("task_inputs", "fuse_inputs", "language", "max_tokens", "temperature", "trimmed",
+                                                  "overflow")},
+                "output_fields": list(self.output_fields), "shown": [c.to_dict() for c in self.shown]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FusionRequest:
+        shown = CandidateSet.from_dict({"inputs": {}, "output_fields": [], "candidates": d["shown"]}).candidates
+        return cls(dict(d["task_inputs"]), tuple(d["output_fields"]), shown, dict(d["fuse_inputs"]), d["language"],
+                   int(d["max_tokens"]), d["temperature"], d["trimmed"], d["overflow"])
 
 
 FusorFormat = Literal["auto", "plain", "structured"]
@@ -150,27 +199,14 @@ class Fusor(dspy.Module):
         """Fuse ``candidates``; ``fallback_scores`` (e.g. Best-of-N's) pick the fallback candidate.
 
         ``language`` (a name or code) overrides the fusor's default output language for this call.
+        The steps are the public pieces an engine running the fusor elsewhere uses too:
+        :meth:`request`, then the call(s), :meth:`accept` of each answer, :meth:`fused` or :meth:`fall_back`.
         """
         lm = self.lm or dspy.settings.lm
-        if lm is None:
-            raise ConfigurationError("no fusor LM: pass fusor=... or dspy.configure(lm=...)")
-        ok = {c.index: c for c in candidates.ok}
-        if not ok:
-            raise AggregationError("no successful candidate to fuse")
-        order = shuffled_order(candidates, self.seed)
-        shown = [ok[i] for i in order]
-        max_tokens = self._budget(lm, shown)
-        try:
-            shown, trimmed = self._fit_context(candidates, shown, lm, max_tokens)
-        except AggregationError as exc:  # nothing can be sent that fits: no request, a recorded fallback
-            chosen, how = _fallback_candidate(shown, fallback_scores)
-            reason = f"context overflow, no fusor call ({exc}); returned the {how} candidate"
-            logger.warning(reason)
-            overflow = {"policy": self.context_policy, "overflow": str(exc)}
-            return Fusion(dict(chosen.outputs), "", tuple(c.index for c in shown), Usage(), reason, None, overflow)
-        text = self._candidates_text(shown, candidates.output_fields)
-        inputs = {k: v for k, v in candidates.inputs.items() if k in self.fuse.signature.input_fields}
-        signature = self._call_signature(candidates.inputs, language)
+        request = self.request(candidates, language, lm=lm)
+        if request.overflow is not None:  # nothing can be sent that fits: no request, a recorded fallback
+            return self.fall_back(request, fallback_scores)
+        signature = self.signature_for(request)
 
         started = time.perf_counter()
         error = None
@@ -180,34 +216,28 @@ class Fusor(dspy.Module):
             calls = 0
             for attempt in range(1 + self.retries):
                 # a private copy per attempt: its history (finish reason, raw text) is this call's alone
-                attempt_lm = lm.copy(max_tokens=max_tokens) if attempt == 0 else lm.copy(
-                    rollout_id=attempt, max_tokens=max_tokens, temperature=max(0.3, lm.kwargs.get("temperature") or 0.0))
+                attempt_lm = lm.copy(max_tokens=request.max_tokens) if attempt == 0 else lm.copy(
+                    rollout_id=attempt, max_tokens=request.max_tokens, temperature=retry_temperature(lm.kwargs.get("temperature")))
                 try:
                     extra: dict[str, Any] = {}
                     if self.compare is not None:
                         if not comparison:  # compared once; a retry of the fusion reuses it
                             calls += 1
-                            comparison = self._compare(attempt_lm, inputs, text)
+                            task = {k: v for k, v in request.fuse_inputs.items() if k != CANDIDATES_FIELD}
+                            comparison = self._compare(attempt_lm, task, request.fuse_inputs[CANDIDATES_FIELD])
                         extra[COMPARISON_FIELD] = comparison
-                    adapter = self._adapter(max_tokens)
+                    adapter = self._adapter(request.max_tokens)
                     calls += 1
                     with dspy.context(lm=attempt_lm, adapter=adapter):
-                        pred = self.fuse(**inputs, **extra, **{CANDIDATES_FIELD: text}, signature=signature)
-                    outputs = {f: _unfence(pred.get(f)) for f in candidates.output_fields}
-                    if all(v in (None, "") for v in outputs.values()):
-                        raise ValueError("the fusor returned empty output fields")
-                    problem = unusable_answer(outputs, shown, candidates.inputs)
-                    if problem:
-                        raise ValueError(problem)
+                        pred = self.fuse(**request.fuse_inputs, **extra, signature=signature)
+                    outputs = self.accept(request, {f: pred.get(f) for f in request.output_fields})
                     if getattr(adapter, "last_parse", "adapter") == "lenient":
                         raw = _last_text(attempt_lm)
                     if not self.plain:
                         comparison = str(pred.get(COMPARISON_FIELD) or "")
                     truncated = _finish_reason(attempt_lm) == "length"
-                    if truncated:
-                        logger.info("fused answer hit max_tokens=%d (recorded as truncated)", max_tokens)
                     usage = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=time.perf_counter() - started, calls=calls)
-                    return Fusion(outputs, comparison, tuple(c.index for c in shown), usage, None, raw, trimmed, truncated, max_tokens)
+                    return self.fused(request, outputs, usage, raw=raw, truncated=truncated, comparison=comparison)
                 except Exception as exc:  # noqa: BLE001 - bad fusor output: retry, then fall back
                     error = first_line(exc)
                     if is_endpoint_failure(exc):  # a dead server is not bad output: never hide it behind a fallback
@@ -216,10 +246,109 @@ class Fusor(dspy.Module):
                     raw = _last_text(attempt_lm) or raw
                     logger.info("fusion attempt %d failed: %s", attempt + 1, error)
             usage = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=time.perf_counter() - started, calls=calls)
-        chosen, how = _fallback_candidate(shown, fallback_scores)
-        reason = f"fusor output unusable after {1 + self.retries} attempts ({error}); returned the {how} candidate"
+        return self.fall_back(request, fallback_scores, error=error, attempts=1 + self.retries, usage=usage, raw=raw,
+                              comparison=comparison)
+
+    # -- the pieces of one fusion, shared by forward and by engines that run the fusor call elsewhere --
+
+    def request(self, candidates: CandidateSet, language: str | None = None, *, lm: Any = None) -> FusionRequest:
+        """What the fusor is shown for ``candidates``: the shuffled (and, to fit the context, trimmed) candidates,
+        the fusion signature's inputs and the call's budget; :attr:`FusionRequest.overflow` says when nothing fits.
+
+        ``lm`` (default: the fusor's, else ``dspy.settings.lm``) gives the budget, the context window and the
+        first attempt's temperature; no call is made (its server may be asked to count tokens, as in ``forward``).
+        """
+        lm = lm or self.lm or dspy.settings.lm
+        if lm is None:
+            raise ConfigurationError("no fusor LM: pass fusor=... or dspy.configure(lm=...)")
+        ok = {c.index: c for c in candidates.ok}
+        if not ok:
+            raise AggregationError("no successful candidate to fuse")
+        order = shuffled_order(candidates, self.seed)
+        shown = [ok[i] for i in order]
+        max_tokens = self._budget(lm, shown)
+        temperature = (getattr(lm, "kwargs", {}) or {}).get("temperature")
+        common = {"task_inputs": dict(candidates.inputs), "output_fields": tuple(candidates.output_fields), "language": language,
+                  "max_tokens": max_tokens, "temperature": temperature}
+        try:
+            shown, trimmed = self._fit_context(candidates, shown, lm, max_tokens)
+        except AggregationError as exc:
+            return FusionRequest(shown=tuple(shown), fuse_inputs={}, trimmed=None, overflow=str(exc), **common)
+        text = self._candidates_text(shown, candidates.output_fields)
+        inputs = {k: v for k, v in candidates.inputs.items() if k in self.fuse.signature.input_fields}
+        return FusionRequest(shown=tuple(shown), fuse_inputs={**inputs, CANDIDATES_FIELD: text}, trimmed=trimmed, overflow=None,
+                             **common)
+
+    def signature_for(self, request: FusionRequest) -> type[dspy.Signature]:
+        """The fusion call's signature: the fusion instruction, the task's own, the output language."""
+        return self._call_signature(request.task_inputs, request.language)
+
+    def messages(self, request: FusionRequest) -> list[dict[str, Any]]:
+        """The chat messages of the fusion call, as the fusor's adapter formats them for ``forward``'s call.
+
+        Plain prompts without a comparison step only (one call whose completion is the answer): a
+        structured prompt's JSON schema and ``compare``'s second call need more than messages.
+        """
+        if not self.plain or self.compare is not None:
+            raise ConfigurationError(
+                "only a plain fusor without compare (format='plain' or 'auto' on text outputs, compare=False) can be given "
+                "as messages to an engine; this one is " + ("structured" if not self.plain else "plain with compare=True")
+            )
+        if request.overflow is not None:
+            raise AggregationError(f"no fusor call for this candidate set: {request.overflow}")
+        return self._adapter(request.max_tokens).format(self.signature_for(request), self.fuse.demos, dict(request.fuse_inputs))
+
+    def sampling_params(self, request: FusionRequest, attempt: int = 0, *, seed: int | None = None) -> dict[str, Any]:
+        """The sampling parameters of attempt ``attempt``: the fusor's temperature, a retry's at least 0.3, as ``forward``'s."""
+        temperature = request.temperature if attempt == 0 else retry_temperature(request.temperature)
+        params: dict[str, Any] = {"max_tokens": request.max_tokens}
+        if temperature is not None:
+            params["temperature"] = temperature
+        if seed is not None:
+            params["seed"] = seed
+        return params
+
+    def parse(self, request: FusionRequest, text: str | None) -> tuple[dict[str, Any], str | None]:
+        """A completion of :meth:`messages` as the fused answer: ``(outputs, raw)``, ``raw`` the text when read leniently.
+
+        Raises (ValueError, dspy's AdapterParseError) when the answer is unreadable or unusable (:meth:`accept`).
+        """
+        adapter = self._adapter(request.max_tokens)
+        values = adapter.parse(self.signature_for(request), text) if text else {}
+        outputs = self.accept(request, values)
+        return outputs, (text if getattr(adapter, "last_parse", "adapter") == "lenient" else None)
+
+    def accept(self, request: FusionRequest, values: dict[str, Any]) -> dict[str, Any]:
+        """The parsed fields as the fused answer (copied ``<candidate>`` tags dropped), or ValueError saying why it is no answer."""
+        outputs = {f: _unfence(values.get(f)) for f in request.output_fields}
+        if all(v in (None, "") for v in outputs.values()):
+            raise ValueError("the fusor returned empty output fields")
+        problem = unusable_answer(outputs, list(request.shown), request.task_inputs)
+        if problem:
+            raise ValueError(problem)
+        return outputs
+
+    def fused(self, request: FusionRequest, outputs: dict[str, Any], usage: Usage, *, raw: str | None = None,
+              truncated: bool = False, comparison: str = "") -> Fusion:
+        """The :class:`Fusion` of an accepted answer."""
+        if truncated:
+            logger.info("fused answer hit max_tokens=%d (recorded as truncated)", request.max_tokens)
+        return Fusion(outputs, comparison, request.order, usage, None, raw, request.trimmed, truncated, request.max_tokens)
+
+    def fall_back(self, request: FusionRequest, fallback_scores: dict[int, float | None] | None = None, *,
+                  error: str | None = None, attempts: int | None = None, usage: Usage | None = None, raw: str | None = None,
+                  comparison: str = "") -> Fusion:
+        """A candidate instead of a fused answer, with the reason: the context overflowed, or ``attempts`` answers were unusable."""
+        chosen, how = _fallback_candidate(list(request.shown), fallback_scores)
+        if request.overflow is not None:
+            reason = f"context overflow, no fusor call ({request.overflow}); returned the {how} candidate"
+            logger.warning(reason)
+            overflow = {"policy": self.context_policy, "overflow": request.overflow}
+            return Fusion(dict(chosen.outputs), "", request.order, Usage(), reason, None, overflow)
+        reason = f"fusor output unusable after {attempts or 1 + self.retries} attempts ({error}); returned the {how} candidate"
         logger.warning(reason)
-        return Fusion(dict(chosen.outputs), comparison, tuple(c.index for c in shown), usage, reason, raw, trimmed, False, max_tokens)
+        return Fusion(dict(chosen.outputs), comparison, request.order, usage or Usage(), reason, raw, request.trimmed, False,
+                      request.max_tokens)
 
     def _adapter(self, max_tokens: int) -> Any:
         if self.plain:  # a missing "Answer:" line is read as candidates are (the whole text is the answer)
