@@ -9,8 +9,9 @@ therefore runs in three steps:
 
 1. **explode** (``flat_map``): a row whose state asks for ``k`` requests becomes ``k`` rows, one
    per request (``i`` = 0..k-1, each with its own sampling parameters, e.g. a seed per sample);
-   a row that failed upstream becomes one row marked with ``__inference_error__``, which every
-   stage of a processor passes through untouched (its own mechanism for failed rows);
+   a row that failed upstream, or that asks for no request (a fusion done in an earlier pass),
+   becomes one row marked with ``__inference_error__``, which every stage of a processor passes
+   through untouched (its own mechanism for failed rows), and leaves the stage as it came;
 2. **the processor**: ``preprocess`` gives the engine the request's ``messages`` and
    ``sampling_params``; ``postprocess`` keeps the text and the token counts
    (``generated_text``, ``num_input_tokens``, ``num_generated_tokens``, ``time_taken_llm``);
@@ -50,13 +51,16 @@ logger = logging.getLogger(__name__)
 #: the column by which ``ray.data.llm`` marks a failed row (its stages pass such rows through)
 ERROR_COLUMN = "__inference_error__"
 _UPSTREAM = "failed before this stage"
+_NO_REQUEST = "no request for this row"
+_PASS_PARAMS = {"temperature": 0.0, "max_tokens": 1, "seed": 0}  # never sent: the row is marked
 
 
 class EngineHooks(Protocol):
     """What a stage asks of the engine, and what it makes of the answers (picklable: it runs in Ray workers)."""
 
     def requests(self, state: dict[str, Any]) -> list[dict[str, Any]]:
-        """The row's engine requests: ``{"messages": [...], "sampling_params": {...}}`` each, in order."""
+        """The row's engine requests: ``{"messages": [...], "sampling_params": {...}}`` each, in order; none: the row
+        passes the stage unchanged (``collect`` is not called)."""
 
     def collect(self, state: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
         """The row's next state from its requests' outputs, in request order: each ``{"text", "prompt_tokens",
@@ -133,8 +137,8 @@ class _Explode:
         if not row["error"]:
             try:
                 requests = self.hooks.requests(json.loads(row["state"]))
-                if not requests:
-                    raise ValueError("no engine request for this row")
+                if not requests:  # nothing to ask the engine (e.g. a fusion already done): the row passes through unchanged
+                    return [{**base, "i": 0, "n": 0, "request": ""}]
                 return [{**base, "i": i, "n": len(requests), "request": json_text(r, ensure_ascii=False)} for i, r in enumerate(requests)]
             except Exception as exc:  # noqa: BLE001 - one row never stops the pipeline
                 base["error"] = _describe(self.name, exc, row["id"])
@@ -145,8 +149,10 @@ class _Preprocess:
     """The engine's input: the request's messages and sampling parameters (a failed row: marked, so every stage skips it)."""
 
     def __call__(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        if row["error"]:  # the same field types as a request, so the processor's blocks keep one schema
-            return {"messages": [{"role": "user", "content": ""}], "sampling_params": {"max_tokens": 1}, ERROR_COLUMN: _UPSTREAM}
+        if row["error"] or not int(row["n"]):  # the same field types as a request, so the processor's blocks keep one schema
+            mark = _UPSTREAM if row["error"] else _NO_REQUEST
+            # and the keys of the hooks' sampling parameters: a block whose rows lack ``seed`` turns the others' into floats
+            return {"messages": [{"role": "user", "content": ""}], "sampling_params": dict(_PASS_PARAMS), ERROR_COLUMN: mark}
         request = json.loads(row["request"])  # the mark is set on every row: a missing field reads as None, which marks a failure
         return {"messages": request["messages"], "sampling_params": request["sampling_params"], ERROR_COLUMN: ""}
 
@@ -186,6 +192,8 @@ class _Regroup:
         if first["error"]:
             return first["state"], first["error"]
         n = int(first["n"])
+        if n == 0:  # no request was made for this row: its state goes on as it was
+            return first["state"], ""
         by_index = {int(r["i"]): r for r in rows}
         if len(rows) != n or sorted(by_index) != list(range(n)):
             error = (f"{self.name}: {len(rows)} of the row's {n} engine outputs reached one batch (Ray Data split them); "

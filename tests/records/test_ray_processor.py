@@ -79,6 +79,24 @@ def test_failed_rows_pass_through_and_split_groups_fail_their_row():
     assert "1 of the row's 2 engine outputs reached one batch" in rows["z"]["error"]
 
 
+class Done(Hooks):
+    """No request for a row whose state says it is done (a fusion accepted in an earlier pass)."""
+
+    def requests(self, state):
+        return [] if state.get("done") else super().requests(state)
+
+
+def test_a_row_with_no_request_passes_the_stage_unchanged():
+    hooks = Done(k=1)
+    done = {"id": "d", "state": json.dumps({"q": "x", "done": True}), "error": ""}
+    exploded = [r for row in (done, _row("a", "one")) for r in _Explode("fuse", hooks)(row)]
+    assert [(r["id"], r["n"]) for r in exploded] == [("d", 0), ("a", 1)]
+    assert _Preprocess()(exploded[0])[ERROR_COLUMN] == "no request for this row"  # the processor's stages skip it
+    rows = {r["id"]: r for r in _regroup(_through_engine(exploded), hooks)}
+    assert rows["d"] == {"id": "d", "state": done["state"], "error": ""}  # not collected, not failed
+    assert json.loads(rows["a"]["state"])["texts"] == ["one#0"]
+
+
 def test_the_pipeline_config_keeps_failed_requests_and_batches_whole_groups():
     from ray.data.llm import vLLMEngineProcessorConfig
 
