@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.fuse import Fusor
 from fusion_dspy.lm.endpoints import Endpoint, Pool
 from fusion_dspy.records import iter_records
 from fusion_dspy.records.ray_runner import RayOptions
@@ -26,6 +27,7 @@ from fusion_dspy.serving.config import parse_serve_config
 from fusion_dspy.serving.ray_llm import engines_for_pool
 from fusion_dspy.synth import synth_program, synthesize
 from fusion_dspy.synth.ray_engine import engine_request
+from fusion_dspy.synth.ray_fusor import check_fusor_engine
 from tests.fakes.openai_server import FakeOpenAIServer
 
 pytestmark = pytest.mark.integration
@@ -61,6 +63,18 @@ def fake_answer(model: str, messages: list[dict], seed: int) -> str:
     return f"{model} answers: {messages[-1]['content'][-40:]} (seed {seed})"
 
 
+FUSOR_MODEL = "org/fuser"
+
+
+def fake_fused(model: str, messages: list[dict], params: dict) -> str:
+    """The fake fusor: ``{response}`` (framing the guard refuses) for a FUSE-LOOPS prompt, and at temperature < 0.3 for a
+    FUSE-LOOPS-ONCE one (so its retry, at 0.3, is usable); else a fused answer naming its sampling."""
+    text = messages[-1]["content"]
+    if "FUSE-LOOPS-ALWAYS" in text or ("FUSE-LOOPS-ONCE" in text and params["temperature"] < 0.3):
+        return "{response}"
+    return f"Fused by {model} at temperature {params['temperature']} with seed {params['seed']}."
+
+
 class FakeEngineUDF(ray_llm_base.StatefulStageUDF):
     """Stands in for ``vLLMEngineStageUDF``: one answer per row, from its messages and seed, with token counts."""
 
@@ -81,7 +95,8 @@ class FakeEngineUDF(ray_llm_base.StatefulStageUDF):
                 yield {**out, "generated_text": "", "num_input_tokens": 0, "num_generated_tokens": 0,
                        "__inference_error__": "RuntimeError: the engine failed a request"}
                 continue
-            text = fake_answer(self.model, messages, params["seed"])
+            text = (fake_fused(self.model, messages, params) if self.model == FUSOR_MODEL else
+                    fake_answer(self.model, messages, params["seed"]))
             prompt_tokens = sum(len(m["content"].split()) for m in messages)
             yield {**out, "generated_text": text, "num_input_tokens": prompt_tokens, "num_generated_tokens": len(text.split())}
 
@@ -117,7 +132,7 @@ def fake_engines(monkeypatch, tmp_path):
     return log, built
 
 
-def _serve_config(**extra_args):
+def _serve_config(with_fusor: bool = False, **extra_args):
     models = [
         {"name": "t0", "engine": "vllm", "model": "org/teacher-0", "port": 8001, "role": "teacher",
          "args": {"max_model_len": 4096, **extra_args}},
@@ -125,6 +140,8 @@ def _serve_config(**extra_args):
         {"name": "t1", "engine": "url", "model": "openai/t1", "api_base": "http://127.0.0.1:9/v1"},
         {"name": "rm", "engine": "vllm", "model": "org/rm", "port": 8005, "role": "reward"},
     ]
+    if with_fusor:
+        models.append({"name": "fuse", "engine": "vllm", "model": FUSOR_MODEL, "port": 8007, "replicas": 2})
     return parse_serve_config({"models": models}, source="cluster.yaml")
 
 
@@ -246,4 +263,107 @@ def test_engine_configuration_errors_come_before_ray_starts(tmp_path, monkeypatc
         synthesize(prompts, tmp_path / "out", pool=pool, engine="ray", ray_engines={"t0": {"model_source": "org/m"}})
     with pytest.raises(ConfigurationError, match="need engine='ray'"):
         synthesize(prompts, tmp_path / "out", pool=pool, ray_engines=engines)
+
+    # the fusor as an engine: named like a model of the file, only when fusion runs, only a plain fusor without compare
+    with pytest.raises(ConfigurationError, match="'other' is not a teacher of the pool \\(t0, t1\\) nor its fusor \\(fuse\\)"):
+        engines_for_pool(_serve_config(with_fusor=True), teachers, ["other"], fusor="fuse")
+    with pytest.raises(ConfigurationError, match="'fuse' is not a teacher of the pool \\(t0, t1\\): only teachers and the fusor"):
+        engines_for_pool(_serve_config(with_fusor=True), teachers, ["fuse"])  # fusion does not run: no fusor given
+    fusor_engine = engines_for_pool(_serve_config(with_fusor=True), teachers, ["fuse"], fusor="fuse")
+    with pytest.raises(ConfigurationError, match="the fusor is given as an engine but fusion is not among the methods"):
+        synthesize(prompts, tmp_path / "out", pool=pool, engine="ray", methods=("bon",), ray_engines=fusor_engine)
+    with pytest.raises(ConfigurationError, match="engine 'x' is not a teacher of the pool \\(t0, t1\\) nor its fusor \\(fuse\\)"):
+        synthesize(prompts, tmp_path / "out", pool=pool, engine="ray", ray_engines={"x": fusor_engine["fuse"]})
+    for other in (Fusor(synth_program().signature, compare=True), Fusor(synth_program().signature, format="structured")):
+        with pytest.raises(ConfigurationError, match="only with plain prompts and without compare"):
+            check_fusor_engine(other)
     assert not (tmp_path / "out").exists()  # nothing claimed the folder
+
+
+def _kept_candidates(record: dict):
+    """The candidate set the record's methods saw: the candidates the filters kept (the record writes ``error`` as "")."""
+    from fusion_dspy.types import CandidateSet
+
+    part = record["candidates"]
+    kept = [{**c, "error": None, "raw": c["raw"] or None} for c in part["candidates"] if c["index"] in record["filters"]["kept"]]
+    return CandidateSet.from_dict({**part, "candidates": kept})
+
+
+def test_the_fusor_on_an_engine_sends_the_in_process_prompt_retries_once_and_records_as_in_process(tmp_path, ray_address,
+                                                                                                     fake_engines):
+    """The fusor on a (fake) vLLM engine, the teacher and Best-of-N's rater over HTTP, k=2: the fusor's engine gets the
+    messages Fusor.request/messages build for the record's candidates (the in-process call's, tests/test_fuse_pieces.py);
+    its answer is the record's; an unusable answer gets one retry at temperature 0.3 and the next seed, then the
+    in-process fallback with its reason; the records have the fields of an all-HTTP (in-process) run."""
+    from fusion_dspy.errors import first_line
+    from fusion_dspy.synth.steps import build_setup
+
+    log, built = fake_engines
+    rows = [{"prompt": f"Question {i}: name {i} things that are green." + {2: " FUSE-LOOPS-ONCE", 3: " FUSE-LOOPS-ALWAYS"}.get(i, "")}
+            for i in range(4)]
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    settings = {"methods": ("fusion", "bon"), "max_tokens": 64, "temperature": 0.5}
+    with FakeOpenAIServer() as srv:
+        config = _serve_config(with_fusor=True)
+        assert list(engines_for_pool(config, ("t0", "t1"), fusor="fuse")) == ["t0", "fuse"]  # by default: teachers and fusor
+        # one teacher, t1 over HTTP, and the fusor alone as an engine (as --ray-engine-models fuse): fewer actors, a shorter test
+        pool = Pool({n: Endpoint(n, f"openai/{n}", api_base=srv.api_base, defaults={"cache": False}) for n in ("t1", "fuse")},
+                    ("t1",), samples_per_teacher=2, fusor="fuse")
+        engines = engines_for_pool(config, pool.teachers, ["fuse"], fusor=pool.fusor_name, batch_size=4)
+        assert list(engines) == ["fuse"] and engines["fuse"].concurrency == 2  # one engine actor per replica
+        http = synthesize(prompts, tmp_path / "http", pool=pool, **settings)
+        srv.reset()
+        on_engine = synthesize(prompts, tmp_path / "engine", pool=pool, engine="ray", ray=RayOptions(workers=1),
+                               ray_engines=engines, **settings)
+        over_http = [r.get("model") for r in srv.requests]
+    assert (http.done, on_engine.done, on_engine.failed) == (4, 4, 0), on_engine.failures
+    # the teachers and Best-of-N's rater (the fusor's endpoint, which the rater defaults to) over HTTP; the fusor not
+    rater_calls = [r for r in srv.requests if r.get("model") == "fuse"]
+    assert set(over_http) == {"t1", "fuse"} and all("max_tokens" in r and r["max_tokens"] == 256 for r in rater_calls)
+    assert [c.concurrency for c in built] == [2, 1] and all(c.model_source == FUSOR_MODEL for c in built)  # the retry on one replica
+
+    fusor = build_setup(pool, **settings).aggregators.fusor
+    records = {r["id"]: r for r in iter_records(tmp_path / "engine" / "synth.jsonl")}
+    sent: dict[str, list] = {}
+    for batch in (json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()):
+        if batch["model"] == FUSOR_MODEL:
+            for r in batch["rows"]:
+                sent.setdefault(r["id"], []).append(r)
+    assert sent.keys() == records.keys()
+    for rid, record in records.items():
+        prompt = record["inputs"]["prompt"]
+        request = fusor.request(_kept_candidates(record))
+        calls = sent[rid]
+        assert [c["messages"] for c in calls] == [fusor.messages(request)] * len(calls)  # the in-process prompt, every attempt
+        assert [c["sampling_params"] for c in calls] == [fusor.sampling_params(request, a, seed=a) for a in range(len(calls))]
+        fusion = record["methods"]["fusion"]
+        if "FUSE-LOOPS" not in prompt:
+            want = f"Fused by {FUSOR_MODEL} at temperature 0.0 with seed 0."
+            assert len(calls) == 1 and fusion["outputs"]["response"] == want and fusion["fallback"] == ""
+            assert record["answer_from"] == "fusion" and record["messages"][-1]["content"] == want
+            assert fusion["fusion"]["usage"]["calls"] == 1 and fusion["fusion"]["usage"]["completion_tokens"] == len(want.split())
+            assert fusion["fusion"]["order"] == list(request.order) and fusion["fusion"]["max_tokens"] == request.max_tokens
+        elif "ONCE" in prompt:  # the retry (temperature 0.3, seed 1) is usable
+            assert len(calls) == 2 and calls[1]["sampling_params"]["temperature"] == 0.3
+            assert fusion["outputs"]["response"] == f"Fused by {FUSOR_MODEL} at temperature 0.3 with seed 1." and fusion["fallback"] == ""
+            assert fusion["fusion"]["usage"]["calls"] == 2
+        else:  # unusable twice: Best-of-N's best candidate, with the in-process reason
+            assert len(calls) == 2
+            try:
+                fusor.parse(request, "{response}")
+            except ValueError as exc:
+                error = first_line(exc)
+            scores = {int(k): v for k, v in json.loads(record["methods"]["bon"]["selection"]["scores"]).items()}
+            expected = fusor.fall_back(request, scores, error=error, attempts=2)
+            assert fusion["fallback"] == expected.fallback and fusion["fallback"].endswith("returned the best-scored candidate")
+            assert fusion["outputs"] == expected.outputs and fusion["fusion"]["raw"] == "{response}"
+            assert record["messages"][-1]["content"] == expected.outputs["response"]
+
+    http_records = {r["id"]: r for r in iter_records(tmp_path / "http" / "synth.jsonl")}
+    assert http_records.keys() == records.keys()
+    for rid, a in http_records.items():
+        b = records[rid]
+        assert _shape(a) == _shape(b), rid
+        for key in ("format", "kind", "config", "inputs", "attempt", "source", "answer_from"):
+            assert a[key] == b[key], key

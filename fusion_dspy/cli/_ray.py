@@ -18,10 +18,11 @@ RAY_ADDRESS_OPTION = typer.Option(
 RAY_WORKERS_OPTION = typer.Option(1, "--ray-workers", min=1, help="With --engine ray: actors per model stage.")
 RAY_ENGINES_OPTION = typer.Option(
     None, "--ray-engines", help="With --engine ray on a GPU cluster: a serve configuration (e.g. examples/ray_gpu_cluster.yaml); "
-    "every pool teacher that is an `engine: vllm` model of it runs as a vLLM engine inside the pipeline (docs/scale-out.md)."
+    "every pool teacher, and the fusor, that is an `engine: vllm` model of it runs as a vLLM engine inside the pipeline "
+    "(docs/scale-out.md)."
 )
 RAY_ENGINE_MODELS_OPTION = typer.Option(
-    None, "--ray-engine-models", help="With --ray-engines: only these teachers (comma-separated names of the file's models) as engines."
+    None, "--ray-engine-models", help="With --ray-engines: only these teachers / the fusor (comma-separated names of the file's models) as engines."
 )
 
 
@@ -54,10 +55,10 @@ def ray_engines_file(path: Any, models: str | None, ray_options: Any) -> tuple[A
     return load_serve_config(path), names
 
 
-def ray_engines_for(serve_config: Any, names: list[str] | None, teachers: Any) -> dict[str, Any] | None:
-    """``{teacher: vLLM processor config}`` for the pool's teachers the file runs as engines (None without --ray-engines)."""
+def ray_engines_for(serve_config: Any, names: list[str] | None, teachers: Any, fusor: str | None = None) -> dict[str, Any] | None:
+    """``{model: vLLM processor config}`` for the pool's teachers and fusor the file runs as engines (None without --ray-engines)."""
     if serve_config is None:
         return None
     from fusion_dspy.serving.ray_llm import engines_for_pool
 
-    return engines_for_pool(serve_config, tuple(teachers), names)
+    return engines_for_pool(serve_config, tuple(teachers), names, fusor=fusor)

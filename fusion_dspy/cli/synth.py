@@ -73,7 +73,8 @@ def synth(
             break
     samples = n if (n is not None or pool is not None) else DEFAULT_SAMPLES
     with open_pool(pool, model, api_base, api_key, model_path, temperature=0.3, samples_per_teacher=samples) as run_pool:
-        engines = ray_engines_for(engine_file, engine_models, run_pool.teachers)  # before Ray starts
+        fusor = run_pool.fusor_name if FUSION in method_list else None  # the fusor runs as an engine only when fusion runs
+        engines = ray_engines_for(engine_file, engine_models, run_pool.teachers, fusor)  # before Ray starts
         stats = synthesize(
             prompts, out, pool=run_pool, limit=limit, methods=method_list, samples_per_teacher=n if pool is not None else samples,
             temperature=temperature, max_tokens=max_tokens, concurrency=concurrency, filters=filters,

@@ -2,12 +2,12 @@
 
 On CPU machines (and against any served endpoint) the model stages of ``--engine ray`` are Ray
 Data actors making the project's own LiteLLM calls (:mod:`fusion_dspy.records.ray_runner`). On a
-GPU cluster a teacher can instead run inside the pipeline as a ``ray.data.llm`` vLLM engine
+GPU cluster a teacher, and the fusor, can instead run inside the pipeline as a ``ray.data.llm`` vLLM engine
 processor: each ``engine: vllm`` model of a serve configuration (the file ``fusion-dspy serve
 --config`` starts, e.g. ``examples/ray_gpu_cluster.yaml``) becomes a ``vLLMEngineProcessorConfig``
 with the same engine arguments, its replicas as the processor's engine actors, and the GPUs of
 one replica from its tensor and pipeline parallel sizes (Ray places them; ``cuda_devices`` is for
-``serve`` only). :func:`engines_for_pool` picks the pool's teachers that the file runs as engines;
+``serve`` only). :func:`engines_for_pool` picks the pool's teachers (and fusor) that the file runs as engines;
 ``synth --engine ray --ray-engines FILE`` passes them to the pipeline, whose engine stages
 (:mod:`fusion_dspy.synth.ray_engine`, :mod:`fusion_dspy.records.ray_processor`) build each
 teacher's messages with the adapter in-process sampling uses and parse its answers as sampling does.
@@ -61,27 +61,31 @@ def engine_processor_configs(config: ServeConfig, *, batch_size: int = 32, max_c
 
 
 def engines_for_pool(config: ServeConfig, teachers: Sequence[str], names: Sequence[str] | None = None, *,
-                     batch_size: int = 32, max_concurrent_batches: int = 8) -> dict[str, Any]:
-    """The teachers of a pool that run as vLLM engines inside ``synth --engine ray``: ``{teacher: processor config}``.
+                     fusor: str | None = None, batch_size: int = 32, max_concurrent_batches: int = 8) -> dict[str, Any]:
+    """The models of a pool that run as vLLM engines inside ``synth --engine ray``: ``{name: processor config}``.
 
-    A teacher runs as an engine when ``config`` (a serve configuration) has a generating ``engine:
-    vllm`` model of the same name; the other teachers, the fusor and the scorer stay HTTP stages
-    against the pool's endpoints. ``names`` limits the engines to those models (each must be such
-    a model of ``config`` and a teacher of the pool); ``None`` takes every teacher that is one.
+    A teacher, or the pool's ``fusor``, runs as an engine when ``config`` (a serve configuration)
+    has a generating ``engine: vllm`` model of the same name; the other teachers and the scorer
+    stay HTTP stages against the pool's endpoints. A name that is both a teacher and the fusor runs
+    as an engine in both roles (two processors: its GPUs are taken for each). ``names`` limits the
+    engines to those models (each must be such a model of ``config`` and a teacher or the fusor of
+    the pool); ``None`` takes every teacher and the fusor that is one.
 
     Raises:
         ConfigurationError: an unknown name, a name that is no generating ``engine: vllm`` model or
-            no teacher, no teacher to run as an engine, or a model whose arguments cannot be engine
-            arguments (raw ``extra`` flags, ``chat_template``); nothing has started then.
+            no teacher nor the fusor, nothing to run as an engine, or a model whose arguments cannot
+            be engine arguments (raw ``extra`` flags, ``chat_template``); nothing has started then.
     """
     generating = _generating(config)
     known = [m.name for m in config.models]
+    roles = [*teachers, *([fusor] if fusor and fusor not in teachers else [])]
     if names is None:
-        chosen = [t for t in teachers if t in generating]
+        chosen = [t for t in roles if t in generating]
         if not chosen:
             raise ConfigurationError(
-                f"{config.source}: none of the pool's teachers ({', '.join(teachers)}) is an `engine: vllm` model of it "
-                f"(its models that can: {', '.join(generating) or 'none'}); a teacher runs as an engine when both files give it one name"
+                f"{config.source}: none of the pool's teachers ({', '.join(teachers)}){_fusor_text(fusor, teachers)} is an `engine: vllm` "
+                f"model of it (its models that can: {', '.join(generating) or 'none'}); a model runs as an engine when both files "
+                "give it one name"
             )
     else:
         chosen = list(dict.fromkeys(names))
@@ -96,12 +100,16 @@ def engines_for_pool(config: ServeConfig, teachers: Sequence[str], names: Sequen
                 raise ConfigurationError(
                     f"model {name!r} of {config.source} is {what}: only generating `engine: vllm` models run inside the pipeline"
                 )
-            if name not in teachers:
+            if name not in roles:
                 raise ConfigurationError(
-                    f"model {name!r} is not a teacher of the pool ({', '.join(teachers)}): only teachers run as engines inside "
-                    "the pipeline (the fusor and the scorer are called over HTTP)"
+                    f"model {name!r} is not a teacher of the pool ({', '.join(teachers)}){_fusor_text(fusor, teachers, 'nor its')}: only "
+                    "teachers and the fusor run as engines inside the pipeline (the scorer is called over HTTP)"
                 )
     return {name: _processor_config(generating[name], batch_size, max_concurrent_batches) for name in chosen}
+
+
+def _fusor_text(fusor: str | None, teachers: Sequence[str], joint: str = "or its") -> str:
+    return f" {joint} fusor ({fusor})" if fusor and fusor not in teachers else ""
 
 
 def _generating(config: ServeConfig) -> dict[str, Any]:

@@ -18,7 +18,7 @@ its stage is a :class:`~fusion_dspy.records.ray_processor.ProcessorStage` whose 
 ``n``-request of in-process sampling, :func:`engine_request`), one request per sample since an
 engine row returns one text, each with its own seed; the texts are parsed as sampling parses them
 (:func:`parse_choice`) into the same per-teacher part of the candidate set as :class:`SampleTeacher`'s.
-The fusor and the scorer stay HTTP (the aggregate stage).
+The fusor, too, can run as an engine (:mod:`fusion_dspy.synth.ray_fusor`); the scorer stays HTTP.
 """
 
 from __future__ import annotations
@@ -31,31 +31,14 @@ from fusion_dspy.errors import ConfigurationError
 from fusion_dspy.records.ray_runner import RayOptions, Stage, run_on_ray
 from fusion_dspy.records.runner import RunStats
 from fusion_dspy.synth.prompts import Prompt
-
-
-def _setup(pool: Any, settings: Mapping[str, Any], config: Mapping[str, Any]) -> Any:
-    import json
-
-    from fusion_dspy.synth.steps import build_setup
-
-    setup = build_setup(pool, **settings)
-    if json.loads(json.dumps(setup.config)) != json.loads(json.dumps(dict(config))):
-        raise ConfigurationError(
-            "a Ray worker built another synth configuration than the driver (is the same fusion-dspy installed on every node?): "
-            f"{setup.config} vs {dict(config)}"
-        )
-    return setup
-
-
-def _prompt(state: Mapping[str, Any]) -> Prompt:
-    return Prompt(tuple(dict(m) for m in state["messages"]), state["where"])
+from fusion_dspy.synth.ray_setup import cached_setup, gather, row_prompt, stage_setup
 
 
 class SampleTeacher:
     """The stage sampling one teacher: its ``k`` candidates for the row's prompt, failed samples kept."""
 
     def __init__(self, pool: Any, settings: Mapping[str, Any], config: Mapping[str, Any], teacher: str):
-        self.setup = _setup(pool, settings, config)
+        self.setup = stage_setup(pool, settings, config)
         if teacher not in self.setup.teachers:
             raise ConfigurationError(f"{teacher!r} is not a teacher of the pool ({', '.join(self.setup.teachers)})")
         self.teacher = teacher
@@ -69,7 +52,7 @@ class SampleTeacher:
         setup = self.setup
         started = time.perf_counter()
         candidates = sample_teacher(
-            setup.program, {"prompt": _prompt(state).text}, self.teacher, setup.teachers[self.teacher], setup.samples,
+            setup.program, {"prompt": row_prompt(state).text}, self.teacher, setup.teachers[self.teacher], setup.samples,
             temperature=setup.temperature, max_workers=self.max_workers, rollout_offset=state["attempt"] * setup.samples,
         )
         part = CandidateSet({}, tuple(candidates), (), Usage(seconds=time.perf_counter() - started))
@@ -80,20 +63,12 @@ class Aggregate:
     """The stage after sampling: the candidate set in teacher order, filters, the methods, the row."""
 
     def __init__(self, pool: Any, settings: Mapping[str, Any], config: Mapping[str, Any]):
-        self.setup = _setup(pool, settings, config)
+        self.setup = stage_setup(pool, settings, config)
 
     def __call__(self, state: dict[str, Any]) -> dict[str, Any]:
-        from fusion_dspy.sampling import gather_candidates, output_fields_of
         from fusion_dspy.synth.steps import finish_row
-        from fusion_dspy.types import CandidateSet
 
-        prompt = _prompt(state)
-        parts = [CandidateSet.from_dict({**p, "inputs": {}, "output_fields": []}) for p in state["samples"]]
-        cset = gather_candidates(
-            {"prompt": prompt.text}, output_fields_of(self.setup.program), [p.candidates for p in parts],
-            sum(p.usage.seconds for p in parts),
-        )
-        return {"record": finish_row(self.setup, prompt, cset, attempt=state["attempt"])}
+        return {"record": finish_row(self.setup, row_prompt(state), gather(self.setup, state), attempt=state["attempt"])}
 
 
 def engine_request(program: Any, inputs: Mapping[str, Any], *, sample: int, temperature: float, max_tokens: int,
@@ -122,9 +97,6 @@ def parse_choice(program: Any, text: str | None, *, teacher: str, sample: int, u
     return _parse_candidate(default_adapter(), predictor.signature, text, teacher, sample, usage or Usage(calls=1))
 
 
-_SETUPS: dict[str, Any] = {}  # one setup per configuration and worker process (the hooks run in Ray Data tasks)
-
-
 class EngineTeacher:
     """The requests of one teacher run as a vLLM engine, and the candidates its answers make (``EngineHooks``).
 
@@ -138,18 +110,13 @@ class EngineTeacher:
         self.pool, self.settings, self.config, self.teacher = pool, dict(settings), dict(config), teacher
 
     def _setup(self) -> Any:
-        import json
-
-        key = json.dumps(self.config, sort_keys=True, default=str)
-        if key not in _SETUPS:
-            _SETUPS[key] = _setup(self.pool, self.settings, self.config)
-        return _SETUPS[key]
+        return cached_setup(self.pool, self.settings, self.config)
 
     def requests(self, state: dict[str, Any]) -> list[dict[str, Any]]:
         setup = self._setup()
         k = setup.samples
         seed = int(setup.config["seed"]) + int(state["attempt"]) * k
-        inputs = {"prompt": _prompt(state).text}
+        inputs = {"prompt": row_prompt(state).text}
         return [
             engine_request(setup.program, inputs, sample=i, temperature=setup.temperature, max_tokens=int(setup.config["max_tokens"]),
                            seed=seed)
@@ -172,16 +139,21 @@ class EngineTeacher:
         return {**state, "samples": [*state.get("samples", []), part.to_dict()]}
 
 
-def check_engines(engines: Mapping[str, Any], pool: Any) -> None:
-    """Every engine is a teacher of the pool with a ``ray.data.llm`` processor configuration (checked before Ray starts)."""
+def check_engines(engines: Mapping[str, Any], pool: Any, fusor: Any = None) -> None:
+    """Every engine is a teacher or the fusor of the pool, with a ``ray.data.llm`` processor configuration (checked before
+    Ray starts); the fusor (``fusor``: the setup's :class:`~fusion_dspy.fuse.Fusor`, None when fusion does not run) must
+    be one that can run as an engine (:func:`~fusion_dspy.synth.ray_fusor.check_fusor_engine`)."""
     from fusion_dspy.records.ray_processor import check_processor_config
+    from fusion_dspy.synth.ray_fusor import check_fusor_engine
 
     for name, config in engines.items():
-        if name not in pool.teachers:
+        if name not in pool.teachers and name != pool.fusor_name:
             raise ConfigurationError(
-                f"engine {name!r} is not a teacher of the pool ({', '.join(pool.teachers)}): only teachers run as engines "
-                "inside the pipeline (the fusor and the scorer are called over HTTP)"
+                f"engine {name!r} is not a teacher of the pool ({', '.join(pool.teachers)}) nor its fusor ({pool.fusor_name}): "
+                "only teachers and the fusor run as engines inside the pipeline (the scorer is called over HTTP)"
             )
+        if name == pool.fusor_name and (fusor is not None or name not in pool.teachers):
+            check_fusor_engine(fusor)
         check_processor_config(name, config)
 
 
@@ -189,13 +161,17 @@ def stages(pool: Any, settings: Mapping[str, Any], config: Mapping[str, Any],
            engines: Mapping[str, Any] | None = None) -> list[Any]:
     """The pipeline's model stages: one per teacher (in the pool's order), then the aggregation.
 
-    A teacher in ``engines`` (``{teacher: ray.data.llm processor config}``) is sampled by its
-    vLLM engine inside the pipeline; the others by actors calling their endpoints.
+    A teacher in ``engines`` (``{name: ray.data.llm processor config}``) is sampled by its vLLM
+    engine inside the pipeline; the others by actors calling their endpoints. When the pool's
+    fusor is in ``engines`` and fusion runs, the aggregation is the passes of
+    :func:`~fusion_dspy.synth.ray_fusor.fusor_stages` (prepare, fuse on the engine, retry, finish)
+    instead of one ``aggregate`` stage calling the fusor over HTTP.
     """
     from fusion_dspy.records.ray_processor import ProcessorStage
 
     engines = dict(engines or {})
-    check_engines(engines, pool)
+    fusor = stage_setup(pool, settings, config).aggregators.fusor
+    check_engines(engines, pool, fusor)
     common = {"pool": pool, "settings": dict(settings), "config": dict(config)}
     teachers: list[Any] = []
     for t in pool.teachers:
@@ -204,6 +180,10 @@ def stages(pool: Any, settings: Mapping[str, Any], config: Mapping[str, Any],
             teachers.append(ProcessorStage(f"sample {t} (vLLM engine)", engines[t], hooks, samples=int(config["samples_per_teacher"])))
         else:
             teachers.append(Stage(f"sample {t}", SampleTeacher, {**common, "teacher": t}))
+    if fusor is not None and pool.fusor_name in engines:
+        from fusion_dspy.synth.ray_fusor import fusor_stages
+
+        return [*teachers, *fusor_stages(pool, settings, config, engines[pool.fusor_name], retries=fusor.retries)]
     return [*teachers, Stage("aggregate", Aggregate, common)]
 
 
@@ -222,7 +202,7 @@ def run_synth_on_ray(
 ) -> RunStats:
     """The synth items (``(id, (prompt, attempt))``) not in ``store`` through the stages on Ray; rows end in ``store``.
 
-    ``engines``: the teachers sampled by vLLM engines inside the pipeline (``{teacher: processor config}``).
+    ``engines``: the teachers (and fusor) run by vLLM engines inside the pipeline (``{name: processor config}``).
     """
     payloads = (
         (rid, {"messages": [dict(m) for m in prompt.messages], "where": prompt.where, "attempt": attempt})

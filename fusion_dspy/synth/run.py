@@ -133,10 +133,10 @@ def synthesize(
             ``docs/scale-out.md``); both write the same rows to the same file and resume each other.
         ray: the Ray engine's :class:`~fusion_dspy.records.ray_runner.RayOptions` (address,
             workers; its ``concurrency`` is ``concurrency``: prompts in flight per worker).
-        ray_engines: with ``engine="ray"``, the teachers sampled by vLLM engines inside the
-            pipeline, ``{teacher: ray.data.llm processor config}``
+        ray_engines: with ``engine="ray"``, the teachers (and the fusor) run by vLLM engines inside
+            the pipeline, ``{name: ray.data.llm processor config}``
             (:func:`fusion_dspy.serving.ray_llm.engines_for_pool`); the other teachers, the fusor
-            and the scorer are called over HTTP. Same rows, same ids.
+            when it is not among them, and the scorer are called over HTTP. Same rows, same ids.
 
     Example:
         >>> stats = synthesize("prompts.jsonl", "out", pool=load_pool("pool.yaml"), limit=100)  # doctest: +SKIP
@@ -160,7 +160,7 @@ def synthesize(
         ray = replace(ray or RayOptions(), concurrency=concurrency)
         from fusion_dspy.synth.ray_engine import check_engines
 
-        check_engines(ray_engines or {}, pool)
+        check_engines(ray_engines or {}, pool, setup.aggregators.fusor)
     elif ray_engines:
         raise ConfigurationError("vLLM engines inside the pipeline (ray_engines, --ray-engines) need engine='ray' (--engine ray)")
     out = Path(out_dir)

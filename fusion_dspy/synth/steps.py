@@ -148,12 +148,23 @@ def finish_row(setup: _Setup, prompt: Prompt, cset: Any, *, attempt: int = 0) ->
     Its own function so that an engine sampling in other processes (the Ray engine's per-teacher
     stages) makes the same row from the same candidates.
     """
+    kept, report = filter_candidates(setup, prompt, cset)
+    results = setup.aggregators.results(kept, setup.methods)
+    return make_row(setup, prompt, cset, report, results, attempt=attempt)
+
+
+def filter_candidates(setup: _Setup, prompt: Prompt, cset: Any) -> tuple[Any, dict[str, Any]]:
+    """The candidates the filters keep, and their report. Raises when none survives (the row fails; a rerun retries it)."""
     kept, report = apply_filters(cset, prompt.text, setup.filters)
     if not kept.candidates:
         reasons = Counter(d["reason"].split(":")[0] for d in report["dropped"])
         raise SamplingError(f"filters dropped all {len(cset.candidates)} candidates ({dict(reasons)}); rerun to retry with fresh samples")
-    results = setup.aggregators.results(kept, setup.methods)
+    return kept, report
 
+
+def make_row(setup: _Setup, prompt: Prompt, cset: Any, report: Mapping[str, Any], results: Mapping[str, Any], *,
+             attempt: int = 0) -> dict[str, Any]:
+    """The row from the methods' results (``{method: MethodResult}``, in the setup's order). Raises when the answer is empty."""
     answer_from = FUSION if FUSION in results else BON  # the fused answer when fusion runs, else the selected one
     answer = results[answer_from].outputs.get(RESPONSE_FIELD)
     if not isinstance(answer, str) or not answer.strip():

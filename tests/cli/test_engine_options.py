@@ -125,3 +125,33 @@ def test_ray_engines_reach_synthesize_as_processor_configs(prompts, tmp_path, mo
         result = CliRunner().invoke(app, [*base, "--ray-engine-models", "qwen-32b"])
         assert result.exit_code == 0, result.output + repr(result.exception)
         assert list(seen["ray_engines"]) == ["qwen-32b"]
+
+
+def test_the_fusor_is_an_engine_when_fusion_runs_and_the_file_has_its_name(prompts, tmp_path, monkeypatch):
+    """The pool's fusor named like an `engine: vllm` model of the file runs as an engine with the teachers; not with bon only."""
+    import fusion_dspy.synth
+    from fusion_dspy.synth.run import SynthStats
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    seen = {}
+
+    def synthesize(*args, **kwargs):
+        seen.update(kwargs)
+        return SynthStats(records_path=str(tmp_path / "out" / "synth.jsonl"))
+
+    monkeypatch.setattr(fusion_dspy.synth, "synthesize", synthesize)
+    with FakeOpenAIServer() as srv:
+        pool = tmp_path / "pool.yaml"
+        pool.write_text(
+            "model_list:\n"
+            f"  - model_name: command-a\n    litellm_params: {{model: openai/command-a, api_base: '{srv.api_base}'}}\n"
+            f"  - model_name: qwen-32b\n    litellm_params: {{model: openai/qwen, api_base: '{srv.api_base}'}}\n"
+            "fusion_dspy:\n  teachers: [qwen-32b]\n  fusor: command-a\n"
+        )
+        base = ["synth", "--prompts", str(prompts), "--out", str(tmp_path / "out"), "--pool", str(pool), "--engine", "ray",
+                "--ray-engines", str(REPO / "examples" / "ray_gpu_cluster.yaml")]
+        for extra, engines in (([], ["qwen-32b", "command-a"]), (["--ray-engine-models", "command-a"], ["command-a"]),
+                               (["--methods", "bon"], ["qwen-32b"])):
+            result = CliRunner().invoke(app, [*base, *extra])
+            assert result.exit_code == 0, result.output + repr(result.exception)
+            assert list(seen["ray_engines"]) == engines, extra
