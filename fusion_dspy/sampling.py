@@ -259,6 +259,48 @@ def gather_candidates(
     return cset
 
 
+def engine_request(program: Any, inputs: Mapping[str, Any], *, sample: int, temperature: float, max_tokens: int,
+                   seed: int = 0) -> dict[str, Any]:
+    """One sample as a request to an engine that runs elsewhere (a ``ray.data.llm`` vLLM processor): messages and sampling.
+
+    The messages are those of this module's ``n``-request (``default_adapter().format``); one
+    request per sample (``seed + sample`` keeps samples distinct and reproducible), since an engine
+    processor returns one ``generated_text`` per row. Used by the engine stages of ``synth`` and
+    ``eval`` (``--engine ray --ray-engines``).
+
+    Raises:
+        ConfigurationError: ``program`` is not one predictor (its calls could not be made as one request).
+    """
+    predictor = single_predictor(program)
+    if predictor is None:
+        raise ConfigurationError("a vLLM engine stage samples one predictor (dspy.Predict / ChainOfThought); this program has several")
+    messages = default_adapter().format(predictor.signature, predictor.demos, dict(inputs))
+    return {"messages": messages, "sampling_params": {"temperature": temperature, "max_tokens": max_tokens, "seed": seed + sample}}
+
+
+def parse_choice(program: Any, text: str | None, *, teacher: str, sample: int, usage: Usage | None = None) -> Candidate:
+    """An engine's ``generated_text`` as a :class:`~fusion_dspy.types.Candidate`, parsed as an ``n``-request's choice is."""
+    predictor = single_predictor(program)
+    return _parse_candidate(default_adapter(), predictor.signature, text, teacher, sample, usage or Usage(calls=1))
+
+
+def engine_candidates(program: Any, teacher: str, outputs: Sequence[Mapping[str, Any]]) -> list[Candidate]:
+    """The candidates of one teacher's engine requests, in request order (sample ``i`` is output ``i``).
+
+    Each output is ``{"text", "prompt_tokens", "completion_tokens", "seconds", "error"}`` (as
+    :class:`~fusion_dspy.records.ray_processor.EngineHooks` gets them); the engine's token counts are
+    the candidate's usage, and a request the engine failed is a failed candidate, as a failed HTTP sample is.
+    """
+    candidates = []
+    for i, out in enumerate(outputs):
+        usage = Usage(out["prompt_tokens"], out["completion_tokens"], out["seconds"], 1)
+        if out["error"]:
+            candidates.append(Candidate(i, teacher, i, {}, usage, error=f"vLLM engine: {out['error']}"[:500], parse="failed"))
+        else:
+            candidates.append(parse_choice(program, out["text"], teacher=teacher, sample=i, usage=usage))
+    return candidates
+
+
 def default_adapter(*, lenient: bool = False) -> Any:
     """The adapter candidates are sampled with: the one configured in DSPy, else :class:`PlainAdapter`.
 

@@ -23,10 +23,10 @@ from fusion_dspy.fuse import Fusor
 from fusion_dspy.lm.endpoints import Endpoint, Pool
 from fusion_dspy.records import iter_records
 from fusion_dspy.records.ray_runner import RayOptions
+from fusion_dspy.sampling import engine_request
 from fusion_dspy.serving.config import parse_serve_config
 from fusion_dspy.serving.ray_llm import engines_for_pool
 from fusion_dspy.synth import synth_program, synthesize
-from fusion_dspy.synth.ray_engine import engine_request
 from fusion_dspy.synth.ray_fusor import check_fusor_engine
 from tests.fakes.openai_server import FakeOpenAIServer
 

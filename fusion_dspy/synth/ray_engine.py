@@ -15,9 +15,9 @@ On a GPU cluster a teacher can run inside the pipeline as a ``ray.data.llm`` vLL
 (``engines``: ``{teacher: processor config}``, from :func:`fusion_dspy.serving.ray_llm.engines_for_pool`):
 its stage is a :class:`~fusion_dspy.records.ray_processor.ProcessorStage` whose requests are
 :class:`EngineTeacher`'s. The engine gets the messages DSPy's adapter builds for the teacher (the
-``n``-request of in-process sampling, :func:`engine_request`), one request per sample since an
+``n``-request of in-process sampling, :func:`~fusion_dspy.sampling.engine_request`), one request per sample since an
 engine row returns one text, each with its own seed; the texts are parsed as sampling parses them
-(:func:`parse_choice`) into the same per-teacher part of the candidate set as :class:`SampleTeacher`'s.
+(:func:`~fusion_dspy.sampling.parse_choice`) into the same per-teacher part of the candidate set as :class:`SampleTeacher`'s.
 The fusor, too, can run as an engine (:mod:`fusion_dspy.synth.ray_fusor`); the scorer stays HTTP.
 """
 
@@ -71,32 +71,6 @@ class Aggregate:
         return {"record": finish_row(self.setup, row_prompt(state), gather(self.setup, state), attempt=state["attempt"])}
 
 
-def engine_request(program: Any, inputs: Mapping[str, Any], *, sample: int, temperature: float, max_tokens: int,
-                   seed: int = 0) -> dict[str, Any]:
-    """One teacher sample as a vLLM processor request: the messages DSPy's adapter builds, and its sampling parameters.
-
-    The messages are those of in-process sampling's ``n``-request (``default_adapter().format``);
-    one request per sample (``seed + sample`` keeps samples distinct and reproducible), since an
-    engine processor returns one ``generated_text`` per row.
-    """
-    from fusion_dspy.sampling import default_adapter, single_predictor
-
-    predictor = single_predictor(program)
-    if predictor is None:
-        raise ConfigurationError("a vLLM engine stage samples one predictor (dspy.Predict / ChainOfThought); this program has several")
-    messages = default_adapter().format(predictor.signature, predictor.demos, dict(inputs))
-    return {"messages": messages, "sampling_params": {"temperature": temperature, "max_tokens": max_tokens, "seed": seed + sample}}
-
-
-def parse_choice(program: Any, text: str | None, *, teacher: str, sample: int, usage: Any = None) -> Any:
-    """A vLLM engine's ``generated_text`` as a :class:`~fusion_dspy.types.Candidate`, parsed as in-process sampling parses it."""
-    from fusion_dspy.sampling import _parse_candidate, default_adapter, single_predictor
-    from fusion_dspy.types import Usage
-
-    predictor = single_predictor(program)
-    return _parse_candidate(default_adapter(), predictor.signature, text, teacher, sample, usage or Usage(calls=1))
-
-
 class EngineTeacher:
     """The requests of one teacher run as a vLLM engine, and the candidates its answers make (``EngineHooks``).
 
@@ -113,6 +87,8 @@ class EngineTeacher:
         return cached_setup(self.pool, self.settings, self.config)
 
     def requests(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+        from fusion_dspy.sampling import engine_request
+
         setup = self._setup()
         k = setup.samples
         seed = int(setup.config["seed"]) + int(state["attempt"]) * k
@@ -124,16 +100,10 @@ class EngineTeacher:
         ]
 
     def collect(self, state: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
-        from fusion_dspy.types import Candidate, CandidateSet, Usage
+        from fusion_dspy.sampling import engine_candidates
+        from fusion_dspy.types import CandidateSet, Usage
 
-        program = self._setup().program
-        candidates = []
-        for i, out in enumerate(outputs):
-            usage = Usage(out["prompt_tokens"], out["completion_tokens"], out["seconds"], 1)
-            if out["error"]:
-                candidates.append(Candidate(i, self.teacher, i, {}, usage, error=f"vLLM engine: {out['error']}"[:500], parse="failed"))
-            else:
-                candidates.append(parse_choice(program, out["text"], teacher=self.teacher, sample=i, usage=usage))
+        candidates = engine_candidates(self._setup().program, self.teacher, outputs)
         # the engine runs a row's samples at once: the part's time is the longest one
         part = CandidateSet({}, tuple(candidates), (), Usage(seconds=max((o["seconds"] for o in outputs), default=0.0)))
         return {**state, "samples": [*state.get("samples", []), part.to_dict()]}

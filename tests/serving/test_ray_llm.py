@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from fusion_dspy.errors import ConfigurationError
+from fusion_dspy.sampling import engine_request, parse_choice
 from fusion_dspy.serving.config import load_serve_config, parse_serve_config
 from fusion_dspy.serving.ray_llm import engine_processor_configs, engines_for_pool, gpus_per_replica
-from fusion_dspy.synth.ray_engine import engine_request, parse_choice
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
