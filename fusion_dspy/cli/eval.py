@@ -22,7 +22,15 @@ from fusion_dspy.cli._models import (
     POOL_OPTION,
     open_pool,
 )
-from fusion_dspy.cli._ray import ENGINE_OPTION, RAY_ADDRESS_OPTION, RAY_WORKERS_OPTION, ray_options_for
+from fusion_dspy.cli._ray import (
+    ENGINE_OPTION,
+    RAY_ADDRESS_OPTION,
+    RAY_ENGINE_MODELS_OPTION,
+    RAY_WORKERS_OPTION,
+    ray_engines_file,
+    ray_engines_for,
+    ray_options_for,
+)
 from fusion_dspy.eval import DEFAULT_CONCURRENCY, DEFAULT_MAX_TOKENS, DEFAULT_N
 
 
@@ -79,6 +87,12 @@ def eval_command(
     engine: str = ENGINE_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
     ray_workers: int = RAY_WORKERS_OPTION,
+    ray_engines: Path | None = typer.Option(
+        None, "--ray-engines", help="With --engine ray on a GPU cluster: a serve configuration (e.g. examples/ray_gpu_cluster.yaml); "
+        "every pool teacher that is an `engine: vllm` model of it is sampled by a vLLM engine inside the pipeline (greedy, the "
+        "fusor, the scorer and the judge stay HTTP; docs/scale-out.md)."
+    ),
+    ray_engine_models: str | None = RAY_ENGINE_MODELS_OPTION,
 ) -> None:
     """Evaluate greedy, Best-of-N, Fusion-of-N, oracle and majority vote on one shared candidate pool."""
     import warnings
@@ -92,6 +106,7 @@ def eval_command(
     from fusion_dspy.task import load_task
 
     ray_options = ray_options_for(engine, ray_address, ray_workers, concurrency)  # no Ray, a bad address: fail before anything runs
+    engine_file, engine_models = ray_engines_file(ray_engines, ray_engine_models, ray_options)
     the_task = load_task(task).configure(
         references=references, reference_model=reference_model, judge_reasoning=judge_reasoning,
         oracle_metric=oracle_metric, metric=wmt_metric, comet_model=comet_model, comet_device=comet_device,
@@ -107,7 +122,8 @@ def eval_command(
                f"methods {','.join(plan.methods)}; results in {out_dir}", err=True)
     with open_pool(pool, model, api_base, api_key, model_path) as the_pool:
         roles = roles_from_pool(the_pool, max_tokens=plan.max_tokens, judge=judge, judge_api_base=judge_api_base)
-        summary = run(plan, roles, out_dir, progress=not no_progress, ray=ray_options)
+        engines = ray_engines_for(engine_file, engine_models, roles.teachers)  # the teachers only; checked before Ray starts
+        summary = run(plan, roles, out_dir, progress=not no_progress, ray=ray_options, ray_engines=engines)
     print_summary(summary)
     c = summary["counts"]
     typer.echo(f"done {c['done']}, failed {c['failed']}, bad rows skipped {c['bad_rows_skipped']}; "

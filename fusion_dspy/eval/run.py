@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_dspy.aggregate.registry import BON, FUSION, GREEDY
-from fusion_dspy.errors import EndpointError, FusionError, first_line, is_endpoint_failure
+from fusion_dspy.errors import ConfigurationError, EndpointError, FusionError, first_line, is_endpoint_failure
 from fusion_dspy.eval.plan import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_TOKENS,
@@ -48,24 +48,36 @@ def run(
     stop: threading.Event | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     ray: Any = None,
+    ray_engines: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every example of ``plan`` not yet in ``out_dir``'s records; write and return the summary.
 
     ``ray``: :class:`~fusion_dspy.records.ray_runner.RayOptions` to run on Ray (``docs/scale-out.md``;
     its ``concurrency`` is the examples in flight per worker), None for in-process threads.
+    ``ray_engines``: with ``ray``, the teachers sampled by vLLM engines inside the pipeline
+    (``{name: ray.data.llm processor config}``, :func:`fusion_dspy.serving.ray_llm.engines_for_pool`);
+    the records and their ids are those of the same run over HTTP.
 
     Raises:
-        ConfigurationError: another run holds ``out_dir`` (:func:`~fusion_dspy.records.lock_folder`).
+        ConfigurationError: another run holds ``out_dir`` (:func:`~fusion_dspy.records.lock_folder`); an engine that is
+            no teacher of the pool or no processor configuration, or engines without ``ray`` (before anything starts).
     """
     from fusion_dspy.records import lock_folder
 
     plan = _fit_to_roles(plan, roles)
+    if ray_engines:
+        if ray is None:
+            raise ConfigurationError("ray_engines need ray=RayOptions(...): the engines run inside the Ray Data pipeline")
+        from fusion_dspy.eval.ray_engine import check_eval_engines
+
+        check_eval_engines(ray_engines, plan, roles)  # before Ray starts and before the folder is touched
     with lock_folder(out_dir):  # one run per folder: two would write the same ids
-        return _run(plan, roles, Path(out_dir), progress=progress, stop=stop, on_record=on_record, ray=ray)
+        return _run(plan, roles, Path(out_dir), progress=progress, stop=stop, on_record=on_record, ray=ray, ray_engines=ray_engines)
 
 
 def _run(plan: EvalPlan, roles: EvalRoles, out: Path, *, progress: bool, stop: threading.Event | None,
-         on_record: Callable[[dict[str, Any]], None] | None, ray: Any = None) -> dict[str, Any]:
+         on_record: Callable[[dict[str, Any]], None] | None, ray: Any = None,
+         ray_engines: Mapping[str, Any] | None = None) -> dict[str, Any]:
     from fusion_dspy.eval.report import write_summary
     from fusion_dspy.eval.summary import RunningMetrics
     from fusion_dspy.records import RecordStore, record_id, run_items
@@ -111,7 +123,7 @@ def _run(plan: EvalPlan, roles: EvalRoles, out: Path, *, progress: bool, stop: t
         if ray is not None:
             from fusion_dspy.eval.ray_engine import run_eval_on_ray
 
-            stats = run_eval_on_ray(items(), work, store, options=ray, on_record=recorded, stop=stop)
+            stats = run_eval_on_ray(items(), work, store, options=ray, engines=ray_engines, on_record=recorded, stop=stop)
         else:
             stats = run_items(items(), work, store, concurrency=plan.concurrency, on_record=recorded, progress=bar, stop=stop)
     finally:
@@ -204,6 +216,32 @@ class _Worker:
             cset = sample_candidates(program, inputs, pool=self.roles.teachers, samples_per_model=self.roles.samples_per_teacher,
                                      temperature=self.roles.temperature, rollout_offset=self.plan.seed)
         return cset
+
+    @property
+    def temperature(self) -> float:
+        """The sampling temperature :meth:`sample` uses (the pool's; else 0.7 for one teacher, 0.3 for several)."""
+        from fusion_dspy.sampling import POOL_TEMPERATURE, SINGLE_TEMPERATURE
+
+        if self.roles.temperature is not None:
+            return self.roles.temperature
+        return SINGLE_TEMPERATURE if len(self.roles.teachers) == 1 else POOL_TEMPERATURE
+
+    def samples_of(self, teacher: str) -> int:
+        """Candidates ``teacher`` gives to an example's pool: the largest N for one teacher, else samples per teacher."""
+        return self.plan.n_max if len(self.roles.teachers) == 1 else self.roles.samples_per_teacher
+
+    def max_tokens_of(self, teacher: str) -> int:
+        """The token limit of ``teacher``'s samples (its LM's, as in-process requests send it)."""
+        return int(getattr(self.roles.teachers[teacher], "kwargs", {}).get("max_tokens") or self.plan.max_tokens)
+
+    def sample_teacher(self, example: Any, teacher: str) -> list[Any]:
+        """``teacher``'s part of the example's pool (:meth:`sample` is every teacher's at once), failed samples kept."""
+        from fusion_dspy.sampling import sample_teacher
+
+        n = len(self.roles.teachers)
+        return sample_teacher(self.task.program(), dict(example.inputs().toDict()), teacher, self.roles.teachers[teacher],
+                              self.samples_of(teacher), temperature=self.temperature, max_workers=max(1, 4 // n) if n > 1 else 4,
+                              rollout_offset=self.plan.seed)
 
     def finish(self, example: Any, cset: Any) -> dict[str, Any]:
         """The record of ``example`` from its pool: greedy, every method at every N, the scores.
