@@ -393,35 +393,35 @@ def _same_shape(a, b) -> bool:
 
 def test_eval_with_an_engine_teacher_writes_the_records_and_summary_of_the_http_path(tmp_path, ray_address, fake_engines,
                                                                                     shared_data):
-    """eval --engine ray, MGSM, 3 examples: t0 sampled by a (fake) vLLM engine, t1 over HTTP, one sample each (N 1, 2) and
-    --seed 3: the engine gets the in-process sampling messages and the seed 3 per example; the records (ids, configuration,
-    fields, candidate teachers) and the summary rows have the shape of the all-HTTP (in-process) run's."""
+    """eval --engine ray, MGSM, 3 examples: t0 sampled by a (fake) vLLM engine, t1 over HTTP, two samples each (N 2, 4) and
+    --seed 3: the engine gets the in-process sampling messages and the seeds 3 and 4 per example; the records (ids,
+    configuration, fields, candidate teachers) and the summary rows have the shape of the all-HTTP (in-process) run's."""
     from fusion_dspy.eval import prepare, roles_from_pool, run
     from fusion_dspy.task import load_task
 
     log, built = fake_engines
-    methods = "greedy,bon,fusion,oracle,majority"
+    methods = "greedy,fusion,oracle,majority"  # Best-of-N's rater is HTTP as in synth's test; left out to keep this short
     with FakeOpenAIServer() as srv:
-        pool = _pool(srv.api_base, k=1)  # teachers t0, t1; fusor (and rater) fuse
+        pool = _pool(srv.api_base, k=2)  # teachers t0, t1; fusor (and rater) fuse
         engines = engines_for_pool(_serve_config(), pool.teachers, batch_size=4)
         summaries = {}
         for name, ray, ray_engines in (("http", None, None), ("engine", RayOptions(workers=1), engines)):
             srv.reset()
-            plan = prepare("mgsm", f"{shared_data}/mgsm/mgsm_en.tsv", limit=3, n="1,2", methods=methods, max_tokens=48, concurrency=2,
+            plan = prepare("mgsm", f"{shared_data}/mgsm/mgsm_en.tsv", limit=3, n="2,4", methods=methods, max_tokens=48, concurrency=2,
                            seed=3)
             summaries[name] = run(plan, roles_from_pool(pool, max_tokens=48, cache=False), tmp_path / name, progress=False, ray=ray,
                                   ray_engines=ray_engines)
         t0_sampled_over_http = [r for r in srv.requests if r.get("model") == "t0" and r.get("temperature") != 0.0]
     assert summaries["http"]["counts"]["done"] == summaries["engine"]["counts"]["done"] == 3
     assert summaries["engine"]["counts"]["failed"] == 0
-    assert [c.batch_size for c in built] == [4] and built[0].should_continue_on_error
+    assert [c.batch_size for c in built] == [4] and built[0].should_continue_on_error  # a multiple of k; failures kept
     assert not t0_sampled_over_http  # greedy (temperature 0) is t0's only HTTP call in the engine run
 
     http = {r["id"]: r for r in iter_records(tmp_path / "http" / "records.jsonl")}
     records = {r["id"]: r for r in iter_records(tmp_path / "engine" / "records.jsonl")}
     assert http.keys() == records.keys() and len(records) == 3
 
-    # what reached the engine: per example one request (k=1) with the in-process sampling messages and the seed --seed + 0
+    # what reached the engine: per example its two requests, the in-process sampling messages, seeds --seed + 0 and + 1
     program = load_task("mgsm").program()
     sent: dict[str, list] = {}
     for batch in (json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()):
@@ -429,20 +429,24 @@ def test_eval_with_an_engine_teacher_writes_the_records_and_summary_of_the_http_
             sent.setdefault(r["id"], []).append(r)
     assert sent.keys() == records.keys()
     for rid, rows in sent.items():
-        want = engine_request(program, records[rid]["inputs"], sample=0, temperature=0.3, max_tokens=48, seed=3)
-        assert [(r["i"], r["messages"], r["sampling_params"]) for r in rows] == [(0, want["messages"], want["sampling_params"])]
-        assert want["sampling_params"] == {"temperature": 0.3, "max_tokens": 48, "seed": 3}
+        want = [engine_request(program, records[rid]["inputs"], sample=i, temperature=0.3, max_tokens=48, seed=3) for i in (0, 1)]
+        got = sorted(rows, key=lambda r: r["i"])
+        assert [(r["i"], r["messages"], r["sampling_params"]) for r in got] == [(i, w["messages"], w["sampling_params"])
+                                                                                for i, w in enumerate(want)]
+        assert [r["sampling_params"] for r in got] == [{"temperature": 0.3, "max_tokens": 48, "seed": s} for s in (3, 4)]
 
     for rid, a in http.items():
         b = records[rid]
         assert _same_shape(_shape_without(a), _shape_without(b)), rid
         for key in ("format", "kind", "config", "inputs", "task", "example_id", "n_max", "gold"):
             assert a[key] == b[key], key
-        assert sorted(a["methods"]) == sorted(b["methods"]) and sorted(a["by_n"]) == sorted(b["by_n"]) == ["1"]
+        assert sorted(a["methods"]) == sorted(b["methods"]) and sorted(a["by_n"]) == sorted(b["by_n"]) == ["2"]
         cands = b["candidates"]["candidates"]
-        assert [c["model"] for c in a["candidates"]["candidates"]] == [c["model"] for c in cands] == ["t0", "t1"]
-        assert cands[0]["outputs"]["answer"].startswith("org/teacher-0 answers: ") and cands[0]["outputs"]["answer"].endswith("(seed 3)")
-        assert cands[0]["usage"]["completion_tokens"] == len(cands[0]["raw"].split()) and cands[0]["usage"]["calls"] == 1
+        assert [c["model"] for c in a["candidates"]["candidates"]] == [c["model"] for c in cands] == ["t0", "t0", "t1", "t1"]
+        for i, c in enumerate(cands[:2]):  # the engine's answers, sample i with seed 3 + i, with its token counts
+            assert c["sample"] == i and c["outputs"]["answer"].startswith("org/teacher-0 answers: ")
+            assert c["outputs"]["answer"].endswith(f"(seed {3 + i})")
+            assert c["usage"]["completion_tokens"] == len(c["raw"].split()) and c["usage"]["calls"] == 1
         assert all(m.get("status") == "ok" for m in b["methods"].values()), b["methods"]
     rows = {name: summaries[name]["rows"] for name in summaries}
     assert [(r["method"], r["n"], r["language"], r["count"], sorted(r)) for r in rows["http"]] == [
