@@ -1,4 +1,4 @@
-"""``--engine``, ``--ray-address``, ``--ray-workers`` and ``--ray-engines`` of ``synth``: bad input fails before any model runs."""
+"""``--engine``, ``--ray-address``, ``--ray-workers``, ``--ray-engines`` of ``synth`` and ``eval``: bad input fails before any model runs."""
 
 from __future__ import annotations
 
@@ -155,3 +155,112 @@ def test_the_fusor_is_an_engine_when_fusion_runs_and_the_file_has_its_name(promp
             result = CliRunner().invoke(app, [*base, *extra])
             assert result.exit_code == 0, result.output + repr(result.exception)
             assert list(seen["ray_engines"]) == engines, extra
+
+
+def _eval(data, out, *extra):
+    return CliRunner().invoke(app, ["eval", "--task", "mgsm", "--data", str(data), "--out", str(out), *extra])
+
+
+@pytest.fixture
+def mgsm_data(tmp_path):
+    data = tmp_path / "mgsm.tsv"
+    data.write_text("question one\t1\nquestion two\t2\n")
+    return data
+
+
+def _gpu_pool(path: Path, api_base: str, teachers: str = "[command-a, qwen-32b, mine]") -> Path:
+    """A pool named like the GPU example's models (command-a, qwen-32b) plus one of its own (mine), all at ``api_base``."""
+    path.write_text(
+        "model_list:\n"
+        f"  - model_name: command-a\n    litellm_params: {{model: openai/command-a, api_base: '{api_base}'}}\n"
+        f"  - model_name: qwen-32b\n    litellm_params: {{model: openai/qwen, api_base: '{api_base}'}}\n"
+        f"  - model_name: mine\n    litellm_params: {{model: openai/mine, api_base: '{api_base}'}}\n"
+        f"fusion_dspy:\n  teachers: {teachers}\n  fusor: command-a\n"
+    )
+    return path
+
+
+def test_eval_ray_engines_need_the_ray_engine_and_a_file(mgsm_data, tmp_path):
+    base = ("--model", "openai/x", "--api-base", "http://127.0.0.1:9/v1")
+    result = _eval(mgsm_data, tmp_path / "out", *base, "--ray-engines", "examples/ray_gpu_cluster.yaml")
+    assert isinstance(result.exception, ConfigurationError) and "--ray-engines needs --engine ray" in str(result.exception)
+    result = _eval(mgsm_data, tmp_path / "out", *base, "--engine", "ray", "--ray-engine-models", "qwen-32b")
+    assert isinstance(result.exception, ConfigurationError) and "--ray-engine-models needs --ray-engines" in str(result.exception)
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_ray_engines_must_name_teachers_of_the_pool_before_ray_starts(mgsm_data, tmp_path, monkeypatch):
+    """Bad names fail after the pool is read, before Ray starts or the folder is made; eval's fusor is no engine."""
+    import ray
+
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray was started"))
+    cluster = str(REPO / "examples" / "ray_gpu_cluster.yaml")
+    with FakeOpenAIServer() as srv:  # the pool's models answer their reachability checks, and nothing else
+        pool = _gpu_pool(tmp_path / "pool.yaml", srv.api_base, teachers="[mine]")
+
+        def run(*extra):
+            return _eval(mgsm_data, tmp_path / "out", "--pool", str(pool), "--engine", "ray", "--ray-engines", cluster, *extra)
+
+        result = run()
+        assert isinstance(result.exception, ConfigurationError), result.output
+        assert "none of the pool's teachers (mine)" in str(result.exception)
+        result = run("--ray-engine-models", "qwen-3")
+        assert isinstance(result.exception, ConfigurationError) and "unknown model 'qwen-3'" in str(result.exception)
+        result = run("--ray-engine-models", "command-a")  # the pool's fusor: eval samples teachers only on engines
+        assert isinstance(result.exception, ConfigurationError) and "'command-a' is not a teacher of the pool (mine)" in str(result.exception)
+        assert not srv.requests  # no POST: nothing was sampled (the checks are GETs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_ray_engines_reach_the_eval_run_as_processor_configs(mgsm_data, tmp_path, monkeypatch):
+    """The teachers the file runs as engines go to the eval run as vLLM processor configs, with the Ray options."""
+    import fusion_dspy.eval
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    seen = {}
+
+    def run(plan, roles, out_dir, **kwargs):
+        seen.update(kwargs, teachers=list(roles.teachers))
+        return {"task": "mgsm", "rows": [], "counts": {"done": 0, "failed": 0, "bad_rows_skipped": 0}}
+
+    monkeypatch.setattr(fusion_dspy.eval, "run", run)
+    with FakeOpenAIServer() as srv:
+        pool = _gpu_pool(tmp_path / "pool.yaml", srv.api_base)
+        base = ["--pool", str(pool), "--engine", "ray", "--ray-workers", "2", "--ray-engines", str(REPO / "examples" / "ray_gpu_cluster.yaml")]
+        result = _eval(mgsm_data, tmp_path / "out", *base)
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert seen["ray"].workers == 2 and seen["teachers"] == ["command-a", "qwen-32b", "mine"]
+        assert list(seen["ray_engines"]) == ["command-a", "qwen-32b"]  # `mine` stays HTTP
+        assert seen["ray_engines"]["command-a"].engine_kwargs["tensor_parallel_size"] == 4
+        result = _eval(mgsm_data, tmp_path / "out", *base, "--ray-engine-models", "qwen-32b")
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert list(seen["ray_engines"]) == ["qwen-32b"]
+        result = _eval(mgsm_data, tmp_path / "out", "--pool", str(pool), "--engine", "ray")
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert seen["ray_engines"] is None  # without --ray-engines every teacher is sampled over HTTP
+
+
+def test_eval_run_checks_its_engines_before_the_folder_is_made(tmp_path):
+    """The library's eval run: an engine that is no teacher, or no processor configuration, or engines without Ray."""
+    from fusion_dspy.eval import prepare, roles_from_pool, run
+    from fusion_dspy.lm.endpoints import Endpoint, Pool
+    from fusion_dspy.records.ray_runner import RayOptions
+    from fusion_dspy.serving.config import load_serve_config
+    from fusion_dspy.serving.ray_llm import engines_for_pool
+
+    data = tmp_path / "mgsm.tsv"
+    data.write_text("question one\t1\n")
+    eps = {n: Endpoint(n, f"openai/{n}", api_base="http://127.0.0.1:9/v1") for n in ("qwen-32b", "mine")}
+    roles = roles_from_pool(Pool(eps, ("qwen-32b", "mine")), max_tokens=32)
+    plan = prepare("mgsm", data, n="2", methods="majority")
+    engines = engines_for_pool(load_serve_config(REPO / "examples" / "ray_gpu_cluster.yaml"), ("qwen-32b", "mine"))
+    out = tmp_path / "out"
+    with pytest.raises(ConfigurationError, match="engine 'x' is not a teacher of the pool \\(qwen-32b, mine\\): eval runs only teachers"):
+        run(plan, roles, out, ray=RayOptions(), ray_engines={"x": engines["qwen-32b"]})
+    with pytest.raises(ConfigurationError, match="expected a ray.data.llm processor configuration"):
+        run(plan, roles, out, ray=RayOptions(), ray_engines={"qwen-32b": {"model_source": "org/m"}})
+    with pytest.raises(ConfigurationError, match="ray_engines need ray="):
+        run(plan, roles, out, ray_engines=engines)
+    assert not out.exists()
