@@ -43,7 +43,8 @@ _INPUT_NAMES = ("source_language", "target_language", "target_country", "source"
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("DSPy field marker", re.compile(r"\[\[\s*#+\s*\w+\s*#+\s*\]\]|\[\s*#+\s*\w+\s*#+\s*\]|^\s*#{1,3}\s*\w+\s*#{1,3}\s*$", re.M)),
     ("placeholder", re.compile(r"\{\s*(?:" + "|".join(_PROMPT_FIELDS) + r")\s*\}", re.I)),
-    ("field list", re.compile(r"\b(?:your\s+)?(?:input|output)\s+fields?\b(?:\s+(?:are|is|should))?", re.I)),
+    # DSPy's "Your input fields are:", "The output fields should be ..."; not a form's "type of input field"
+    ("field list", re.compile(r"\byour\s+(?:input|output)\s+fields?\b|\b(?:input|output)\s+fields\s+(?:are|is|should|were)\b", re.I)),
     ("fence tag", re.compile(r"<\s*/?\s*(?:candid\w*|response|draft)s?\b[^>]*>", re.I)),
     # a Python repr of the task's inputs ({'source_language': ...}); a dict in an answer's code is not one
     ("inputs repr", re.compile(r"\{\s*'(?:" + "|".join(_PROMPT_FIELDS + _INPUT_NAMES) + r")'\s*:\s*['\"]")),

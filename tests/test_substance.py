@@ -21,6 +21,7 @@ CANDIDATES = [
         ("[## answer##]", "DSPy field marker"),
         ("Your input fields are: 1. `prompt` (str) 2. candidates", "field list"),
         ("The input fields should be formatted as follows", "field list"),
+        ("1. Output fields are: answer", "field list"),
         ('<candidate id="1">copied</candidate>', "fence tag"),
         ("{'source_language': 'English', 'source': 'Hi'}", "inputs repr"),
         ("comparison: candidate 1 is better", "field label"),
@@ -39,7 +40,9 @@ def test_prompt_framing_is_found(text, kind):
 
 
 @pytest.mark.parametrize("text", ["Write short sentences and show an example.", "def f(x):\n    return {x: 1}", "Answer: 42", "## Tips\n- one",
-                                  "Check your answer: it should be 42.", "The draft of the law was rejected.", "To fix your Makefile, add a rule."])
+                                  "Check your answer: it should be 42.",
+                                  "The `useInputTypeField` hook sets the type of input field on the dropdown.",
+                                  "The draft of the law was rejected.", "To fix your Makefile, add a rule."])
 def test_plain_answers_have_no_framing(text):
     assert framing_found(text) == []
 
