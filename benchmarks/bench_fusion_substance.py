@@ -11,7 +11,8 @@ candidates (runs of 12+ characters), length against the candidates', stubs, dege
 the fused answers and for the candidates), truncation at max_tokens; and seconds.
 ``--answers`` writes every prompt, candidate and fused answer to a Markdown file to read.
 
-Part 2 (``--moa K``): K UltraFeedback prompts, one run each of FusionOfN and OptiLLM's
+Part 2 (``--moa K``): K UltraFeedback prompts, one run each of FusionOfN, the issue's plain probe
+(raw client, short instruction: the reference the time target came from) and OptiLLM's
 ``mixture_of_agents`` (``pip install --no-deps optillm``; its ``moa.py`` is loaded by path) with
 an OpenAI client on the same embedded server and the same ``max_tokens``: total seconds and median
 answer length. Targets: fusion time <= 0.5x moa's, median fused length >= 0.5x moa's.
@@ -95,43 +96,84 @@ def load_moa():
     return package.moa.mixture_of_agents
 
 
+# the issue's plain probe, as it describes it: the user's prompt as the only message, then one call
+# with a short fusor instruction and the drafts, no output format; a reference, not the library
+PROBE_INSTRUCTION = ("You are given a user's request and several draft answers. Combine the drafts into one better answer: "
+                     "keep what they get right, drop their mistakes. Reply with the answer only.")
+
+
+def plain_probe(client, prompt: str, *, n: int, max_tokens: int, fusor_temperature: float) -> tuple[str, list[str], float]:
+    """The issue's probe with the raw OpenAI client: (fused answer, drafts, seconds fusing)."""
+    drafts = client.chat.completions.create(model="embedded", messages=[{"role": "user", "content": prompt}], n=n,
+                                            max_tokens=max_tokens, temperature=0.7)
+    sampled = time.perf_counter()
+    user = f"Request:\n{prompt}\n\n" + "\n\n".join(f"Draft {i + 1}:\n{c.message.content}" for i, c in enumerate(drafts.choices))
+    fused = client.chat.completions.create(
+        model="embedded", messages=[{"role": "system", "content": PROBE_INSTRUCTION}, {"role": "user", "content": user}],
+        max_tokens=max_tokens, temperature=fusor_temperature)
+    texts = [c.message.content or "" for c in drafts.choices]
+    return fused.choices[0].message.content or "", texts, time.perf_counter() - sampled
+
+
 def side_by_side(server, prompts: list[str], *, n: int, max_tokens: int, fusor_temperature: float) -> dict:
-    """Same prompts, same server, same max_tokens: FusionOfN against OptiLLM moa."""
+    """Same prompts, same server, same max_tokens: FusionOfN, OptiLLM moa, and the issue's plain probe.
+
+    The three run one prompt at a time, their order rotated per prompt, so that a slow spell of the
+    machine does not fall on one method only.
+    """
     import openai
 
     mixture_of_agents = load_moa()
     client = openai.OpenAI(base_url=server.api_base, api_key="none")
     os.environ.setdefault("OPTILLM_MAX_TOKENS", str(max_tokens))
-    fused_lengths, fused_seconds, moa_lengths, moa_seconds, moa_tokens = [], 0.0, [], 0.0, 0
     sampler = server.lm(max_tokens=max_tokens, cache=False)
     fusor = server.lm(max_tokens=max_tokens, temperature=fusor_temperature, cache=False)
     module = fd.FusionOfN(dspy.Predict("prompt -> response"), n=n, fusor=fusor, lm=sampler)
-    fused_tokens = 0
-    fusor_seconds = 0.0
+    seconds = {"fusion": 0.0, "moa": 0.0, "probe": 0.0}
+    lengths: dict[str, list[int]] = {"fusion": [], "moa": [], "probe": []}
+    fused_tokens = moa_tokens = 0
+    fusor_seconds = probe_fusor_seconds = 0.0
+    substantive = {"fusion": 0, "probe": 0}
     examples = []
-    for prompt in prompts:
-        started = time.perf_counter()
-        pred = module(prompt=prompt)
-        fused_seconds += time.perf_counter() - started
-        fused_lengths.append(len(pred.response or ""))
-        fused_tokens += pred.usage["total"]["total_tokens"]
-        fusor_seconds += pred.fusion.usage.seconds
-        started = time.perf_counter()
-        answer, tokens = _moa(mixture_of_agents, client, prompt, max_tokens)
-        moa_seconds += time.perf_counter() - started
-        moa_lengths.append(len(answer or ""))
-        moa_tokens += tokens
-        examples.append({"prompt": prompt, "fusion": pred.response, "moa": answer})
-        print(f"fusion {fused_lengths[-1]} chars | moa {moa_lengths[-1]} chars", flush=True)
+    for i, prompt in enumerate(prompts):
+        answers: dict[str, str] = {}
+        methods = ["fusion", "moa", "probe"]
+        for method in methods[i % 3:] + methods[: i % 3]:
+            started = time.perf_counter()
+            if method == "fusion":
+                pred = module(prompt=prompt)
+                answers[method] = pred.response or ""
+                fused_tokens += pred.usage["total"]["total_tokens"]
+                fusor_seconds += pred.fusion.usage.seconds
+                drafts = [answer_text(c.outputs, "response") for c in pred.candidates.ok]
+                substantive[method] += assess(answers[method], drafts, fallback=pred.fallback is not None).substantive
+            elif method == "moa":
+                answer, tokens = _moa(mixture_of_agents, client, prompt, max_tokens)
+                answers[method] = answer or ""
+                moa_tokens += tokens
+            else:
+                answers[method], drafts, fusing = plain_probe(client, prompt, n=n, max_tokens=max_tokens, fusor_temperature=fusor_temperature)
+                probe_fusor_seconds += fusing
+                substantive[method] += assess(answers[method], drafts).substantive
+            seconds[method] += time.perf_counter() - started
+            lengths[method].append(len(answers[method]))
+        examples.append({"prompt": prompt, **answers})
+        print(" | ".join(f"{m} {lengths[m][-1]} chars" for m in methods), flush=True)
+    median = {m: statistics.median(v) for m, v in lengths.items()}
     return {
         "prompts": len(prompts), "max_tokens": max_tokens,
-        "fusion_seconds": round(fused_seconds, 1), "moa_seconds": round(moa_seconds, 1),
+        "fusion_seconds": round(seconds["fusion"], 1), "moa_seconds": round(seconds["moa"], 1),
         # where fusion's time goes: drawing the N candidates, then the one fusor call
-        "fusion_sampling_seconds": round(fused_seconds - fusor_seconds, 1), "fusion_fusor_seconds": round(fusor_seconds, 1),
-        "time_ratio": round(fused_seconds / moa_seconds, 3) if moa_seconds else None,
-        "fusion_median_chars": statistics.median(fused_lengths), "moa_median_chars": statistics.median(moa_lengths),
-        "length_ratio": round(statistics.median(fused_lengths) / max(1, statistics.median(moa_lengths)), 3),
-        "fusion_tokens": fused_tokens, "moa_completion_tokens": moa_tokens, "examples": examples,
+        "fusion_sampling_seconds": round(seconds["fusion"] - fusor_seconds, 1), "fusion_fusor_seconds": round(fusor_seconds, 1),
+        "time_ratio": round(seconds["fusion"] / seconds["moa"], 3) if seconds["moa"] else None,
+        "fusion_median_chars": median["fusion"], "moa_median_chars": median["moa"],
+        "length_ratio": round(median["fusion"] / max(1, median["moa"]), 3),
+        "fusion_tokens": fused_tokens, "moa_completion_tokens": moa_tokens,
+        "probe_seconds": round(seconds["probe"], 1), "probe_fusor_seconds": round(probe_fusor_seconds, 1),
+        "probe_time_ratio": round(seconds["probe"] / seconds["moa"], 3) if seconds["moa"] else None,
+        "probe_median_chars": median["probe"],
+        "substantive": substantive,  # fused answers that pass issue 12's checks (moa's drafts are not visible)
+        "examples": examples,
     }
 
 
