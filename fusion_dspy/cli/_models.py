@@ -7,7 +7,7 @@ endpoint) > the embedded model, started for the run and stopped after it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import typer
@@ -33,12 +33,15 @@ def open_pool(
     temperature: float = 0.7,
     samples_per_teacher: int = 1,
     check_timeout: float | None = DEFAULT_CHECK_TIMEOUT,
+    engine_only: Callable[[Pool], Collection[str]] | None = None,
 ) -> Iterator[Pool]:
     """Yield the run's :class:`Pool`, starting (and afterwards stopping) the embedded model if needed.
 
     Endpoints given by ``--pool`` or ``--model`` are checked first (:func:`check_pool`, each within
     ``check_timeout`` seconds; None skips it), so a server that is down fails the command at once
     with its name and URL instead of failing every example.
+    ``engine_only(pool)`` names the models that run only as
+    engines inside a Ray pipeline (``--ray-engines``): they have no server to check.
     """
     if pool is None and model is None and (api_base is not None or api_key is not None):
         raise ConfigurationError("--api-base and --api-key need --model (the LiteLLM model string of that endpoint)")
@@ -51,7 +54,7 @@ def open_pool(
         the_pool = None
     if the_pool is not None:
         if check_timeout is not None:
-            check_pool(the_pool, check_timeout)
+            check_pool(the_pool, check_timeout, skip=engine_only(the_pool) if engine_only else ())
             if the_pool.reward_model:  # /models may answer while the reward route itself does not
                 from fusion_dspy.select import RewardModelScorer
 

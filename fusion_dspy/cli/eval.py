@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from fusion_dspy.aggregate import ALL_METHODS
+from fusion_dspy.aggregate import ALL_METHODS, GREEDY
 from fusion_dspy.cli._models import (
     API_BASE_OPTION,
     API_KEY_OPTION,
@@ -120,7 +121,13 @@ def eval_command(
         typer.echo(f"skipped {plan.bad_rows.count} bad rows (first: {plan.bad_rows.examples[0]})", err=True)
     typer.echo(f"{len(plan.examples)} examples of {plan.task.name}; N={','.join(map(str, plan.ns))}; "
                f"methods {','.join(plan.methods)}; results in {out_dir}", err=True)
-    with open_pool(pool, model, api_base, api_key, model_path) as the_pool:
+
+    def engine_only(p: Any) -> set[str]:  # no server to check; greedy (the first teacher), fusor, scorer and judge stay HTTP
+        engines = ray_engines_for(engine_file, engine_models, p.teachers) or {}
+        greedy = {p.teachers[0]} if GREEDY in plan.methods else set()
+        return set(engines) - greedy - {p.fusor_name, p.rater_name, p.judge_name, p.reward_model}
+
+    with open_pool(pool, model, api_base, api_key, model_path, engine_only=engine_only if engine_file is not None else None) as the_pool:
         roles = roles_from_pool(the_pool, max_tokens=plan.max_tokens, judge=judge, judge_api_base=judge_api_base)
         engines = ray_engines_for(engine_file, engine_models, roles.teachers)  # the teachers only; checked before Ray starts
         summary = run(plan, roles, out_dir, progress=not no_progress, ray=ray_options, ray_engines=engines)

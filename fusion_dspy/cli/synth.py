@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -72,9 +73,17 @@ def synth(
         if limit is not None and count >= limit:
             break
     samples = n if (n is not None or pool is not None) else DEFAULT_SAMPLES
-    with open_pool(pool, model, api_base, api_key, model_path, temperature=0.3, samples_per_teacher=samples) as run_pool:
-        fusor = run_pool.fusor_name if FUSION in method_list else None  # the fusor runs as an engine only when fusion runs
-        engines = ray_engines_for(engine_file, engine_models, run_pool.teachers, fusor)  # before Ray starts
+
+    def engines_of(p: Any) -> dict[str, Any]:
+        fusor = p.fusor_name if FUSION in method_list else None  # the fusor runs as an engine only when fusion runs
+        return ray_engines_for(engine_file, engine_models, p.teachers, fusor) or {}
+
+    def engine_only(p: Any) -> set[str]:  # no server to check; the scorer and reward model stay HTTP
+        return set(engines_of(p)) - {p.rater_name, p.reward_model}
+
+    with open_pool(pool, model, api_base, api_key, model_path, temperature=0.3, samples_per_teacher=samples,
+                   engine_only=engine_only if engine_file is not None else None) as run_pool:
+        engines = engines_of(run_pool) or None  # before Ray starts
         stats = synthesize(
             prompts, out, pool=run_pool, limit=limit, methods=method_list, samples_per_teacher=n if pool is not None else samples,
             temperature=temperature, max_tokens=max_tokens, concurrency=concurrency, filters=filters,

@@ -7,6 +7,7 @@ is a configuration error, an unreachable server or a rejected key an :class:`End
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 from fusion_dspy.errors import ConfigurationError, EndpointError
 from fusion_dspy.lm.endpoints import Endpoint, Pool
@@ -40,12 +41,17 @@ def _check_urls(endpoint: Endpoint, timeout: float) -> None:
             _check_url(endpoint, api_base, timeout, key=reveal(key, "local"))
 
 
-def check_pool(pool: Pool, timeout: float = DEFAULT_CHECK_TIMEOUT) -> None:
-    """:func:`check_endpoint` for every endpoint the pool's roles use, concurrently; all failures in one error."""
+def check_pool(pool: Pool, timeout: float = DEFAULT_CHECK_TIMEOUT, *, skip: Collection[str] = ()) -> None:
+    """:func:`check_endpoint` for every endpoint the pool's roles use, concurrently; all failures in one error.
+
+    ``skip``: names no request goes to over HTTP (models that run as engines inside a Ray pipeline).
+    """
     from concurrent.futures import ThreadPoolExecutor
 
-    names = list(dict.fromkeys([*pool.teachers, pool.fusor_name, pool.rater_name, pool.judge_name,
-                                *([pool.reward_model] if pool.reward_model else [])]))
+    names = [n for n in dict.fromkeys([*pool.teachers, pool.fusor_name, pool.rater_name, pool.judge_name,
+                                       *([pool.reward_model] if pool.reward_model else [])]) if n not in skip]
+    if not names:
+        return
     if timeout <= 0:
         raise ConfigurationError(f"the endpoint check timeout must be > 0 seconds, got {timeout}")
     for name in names:

@@ -264,3 +264,54 @@ def test_eval_run_checks_its_engines_before_the_folder_is_made(tmp_path):
     with pytest.raises(ConfigurationError, match="ray_engines need ray="):
         run(plan, roles, out, ray_engines=engines)
     assert not out.exists()
+
+
+def test_engine_only_models_need_no_server_but_http_roles_are_still_checked(prompts, mgsm_data, tmp_path, monkeypatch):
+    """On a GPU cluster an engine teacher has no server: the endpoint check skips it, not the scorer or eval's greedy teacher."""
+    import fusion_dspy.eval
+    import fusion_dspy.synth
+    from fusion_dspy.synth.run import SynthStats
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    seen = {}
+    monkeypatch.setattr(fusion_dspy.synth, "synthesize", lambda *a, **k: seen.update(k) or SynthStats(records_path=str(tmp_path / "s.jsonl")))
+    monkeypatch.setattr(fusion_dspy.eval, "run", lambda *a, **k: pytest.fail("eval ran although its greedy teacher has no server"))
+    cluster = str(REPO / "examples" / "ray_gpu_cluster.yaml")
+    dead = "http://127.0.0.1:9/v1"  # nothing listens: an engine-only model's pool entry
+
+    def pool(rater: str, fusor: str = "command-a") -> Path:
+        path = tmp_path / f"pool-{rater}-{fusor}.yaml"
+        path.write_text(
+            "model_list:\n"
+            f"  - model_name: command-a\n    litellm_params: {{model: openai/command-a, api_base: '{dead}'}}\n"
+            f"  - model_name: qwen-32b\n    litellm_params: {{model: openai/qwen, api_base: '{dead}'}}\n"
+            f"  - model_name: mine\n    litellm_params: {{model: openai/mine, api_base: '{srv.api_base}'}}\n"
+            f"fusion_dspy:\n  teachers: [command-a, qwen-32b, mine]\n  fusor: {fusor}\n  rater: {rater}\n"
+        )
+        return path
+
+    with FakeOpenAIServer() as srv:
+        synth = ["synth", "--prompts", str(prompts), "--out", str(tmp_path / "out"), "--engine", "ray", "--ray-engines", cluster]
+        result = CliRunner().invoke(app, [*synth, "--pool", str(pool("mine"))])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert sorted(seen["ray_engines"]) == ["command-a", "qwen-32b"]
+        result = CliRunner().invoke(app, [*synth, "--pool", str(pool("qwen-32b"))])  # the scorer is called over HTTP
+        assert result.exit_code != 0 and "qwen-32b" in result.output + str(result.exception)
+        # eval: greedy asks the first teacher (command-a) over HTTP, so it is checked although it is an engine
+        result = _eval(mgsm_data, tmp_path / "ev", "--pool", str(pool("mine")), "--engine", "ray", "--ray-engines", cluster)
+        assert result.exit_code != 0 and "command-a" in result.output + str(result.exception)
+        assert "qwen-32b" not in result.output + str(result.exception)
+        seen.clear()  # without greedy (and another fusor: eval's fusor is HTTP), the first teacher is an engine only too
+
+        class Reached(Exception):
+            pass
+
+        def reached(*args, **kwargs):
+            seen.update(kwargs)
+            raise Reached
+
+        monkeypatch.setattr(fusion_dspy.eval, "run", reached)
+        result = _eval(mgsm_data, tmp_path / "ev2", "--pool", str(pool("mine", fusor="mine")), "--engine", "ray", "--ray-engines", cluster,
+                       "--methods", "majority,fusion", "--n", "2")
+        assert isinstance(result.exception, Reached), result.output + repr(result.exception)
+        assert sorted(seen["ray_engines"]) == ["command-a", "qwen-32b"]
