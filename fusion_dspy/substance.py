@@ -34,6 +34,7 @@ DEGENERATE_REPETITION = 0.5
 LOOP_SENTENCE_WORDS = 6
 LOOP_SENTENCE_TIMES = 3
 LOOP_SENTENCE_CHARS = 24
+_CODE_BLOCK = re.compile(r"```.*?(?:```|\Z)", re.S)
 _LIST_MARK = re.compile(r"^\W*(?:\d{1,3}[.)]|[-*•])?\W*")
 
 # names DSPy's adapters and fusion-dspy's own prompts use, which never belong in an answer
@@ -79,7 +80,8 @@ def repeated_sentences(text: str) -> int:
     list items of a 2,000-character answer, measured on the embedded model) repeats too few 4-grams
     for :func:`repetition` to call it a loop; whole sentences said again and again are one.
     """
-    parts = re.split(r"(?<=[.!?])\s+|(?<=[。！？．])|\n+", text or "")
+    prose = _CODE_BLOCK.sub("\n", text or "")  # code repeats lines by nature (`except Exception as e:`); 4-grams judge it
+    parts = re.split(r"(?<=[.!?])\s+|(?<=[。！？．])|\n+", prose)
     counts = Counter(" ".join(_LIST_MARK.sub("", p).lower().split()) for p in parts)  # "1. x" and "3. x" are one sentence
     return sum(1 for sentence, times in counts.items() if times >= LOOP_SENTENCE_TIMES and (
         len(sentence.split()) >= LOOP_SENTENCE_WORDS or len(sentence) >= LOOP_SENTENCE_CHARS))  # chars: scripts without spaces

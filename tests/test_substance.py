@@ -98,6 +98,9 @@ def test_a_passage_said_three_times_is_a_loop_that_4_gram_shares_miss():
     line = "バス胡とし、バジューンのおわくを変きに彼らは頂上るように進局する．"
     assert repeated_sentences("\n\n".join(f"{i}. {line}" for i in range(1, 5))) == 1
     assert repeated_sentences("\n".join(f"{i}. Step {i} of the recipe" for i in range(1, 5))) == 0
+    handler = "    except requests.RequestException as exc:\n        log.warning(exc)\n"
+    code = "```python\n" + "".join(f"try:\n    get(url{i})\n{handler}" for i in range(3)) + "```"
+    assert repeated_sentences("Retry each call:\n" + code) == 0  # code repeats lines by nature; 4-grams judge its loops
 
 
 def test_a_mangled_fence_tag_is_framing():
