@@ -62,6 +62,7 @@ def fuse_many(server, examples, *, task, n: int, max_tokens: int, compare: bool,
         rows.append({
             "id": ex.id, "prompt": str(next(iter(ex.inputs().values()))), "candidates": cands, "answer": answer,
             "comparison": pred.fusion.comparison, "fallback": pred.fallback, "truncated": pred.fusion.truncated,
+            "rejected": pred.fusion.raw if pred.fallback else None,  # the fusor's last unusable text, to read why
             "substance": sub, "seconds": time.perf_counter() - started,
             "candidates_degenerate": sum(assess(c, cands).degenerate for c in cands), "fusor_calls": pred.fusion.usage.calls,
         })
@@ -196,6 +197,8 @@ def write_answers(path: str, rows: list[dict]) -> None:
             lines.append(f"**Candidate {i}** ({len(c)} chars):\n\n```\n{c}\n```\n")
         if r["comparison"]:
             lines.append(f"**Comparison:**\n\n```\n{r['comparison']}\n```\n")
+        if r.get("rejected"):
+            lines.append(f"**Rejected by the guard** ({r['fallback']}):\n\n```\n{r['rejected']}\n```\n")
         lines.append(f"**Fused** ({r['substance'].to_dict()}):\n\n```\n{r['answer']}\n```\n")
     Path(path).write_text("\n".join(lines), encoding="utf-8")
 
