@@ -14,6 +14,15 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
 
 @pytest.fixture(autouse=True)
+def _forget_servers_without_tokenizers():
+    """Fake servers reuse one another's ports: one without /tokenize must not hide the next one's."""
+    from fusion_dspy.lm.token_count import forget_unavailable
+
+    forget_unavailable()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _reset_dspy_settings():
     """Each test starts and ends with DSPy's default global settings (no LM, default adapter)."""
     import copy

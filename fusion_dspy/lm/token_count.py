@@ -2,19 +2,28 @@
 
 llama.cpp (``POST /tokenize {"content": ...}``) and vLLM (``POST /tokenize {"model", "prompt"}``)
 both expose their tokenizer over HTTP. Where neither answers (hosted APIs), callers fall back to a
-conservative 3 characters per token. A server found without the route is not asked again.
+conservative 3 characters per token. A server found without the route is not asked again for ten
+minutes (another server may later listen at the same address).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-_UNAVAILABLE: set[str] = set()
+_UNAVAILABLE: dict[str, float] = {}  # server root -> when it was found without /tokenize
+_RECHECK_SECONDS = 600.0
 _LOCK = threading.Lock()
+
+
+def forget_unavailable() -> None:
+    """Ask every server for its tokenizer again (tests start servers that reuse one another's ports)."""
+    with _LOCK:
+        _UNAVAILABLE.clear()
 
 
 def count_tokens(lm: Any, text: str, *, timeout: float = 5.0) -> int | None:
@@ -26,7 +35,8 @@ def count_tokens(lm: Any, text: str, *, timeout: float = 5.0) -> int | None:
     base = str(api_base).rstrip("/")
     root = base[: -len("/v1")] if base.endswith("/v1") else base
     with _LOCK:
-        if root in _UNAVAILABLE:
+        since = _UNAVAILABLE.get(root)
+        if since is not None and time.monotonic() - since < _RECHECK_SECONDS:
             return None
     import httpx
 
@@ -46,7 +56,7 @@ def count_tokens(lm: Any, text: str, *, timeout: float = 5.0) -> int | None:
             if isinstance(data.get("tokens"), list):
                 return len(data["tokens"])
     with _LOCK:
-        _UNAVAILABLE.add(root)
+        _UNAVAILABLE[root] = time.monotonic()
     logger.info("%s has no /tokenize route; token counts are estimated from characters", root)
     return None
 
