@@ -14,7 +14,7 @@ two words where the candidates wrote paragraphs. :func:`assess` measures the ans
 An answer is *substantive* when it came from the fusor (no fallback), is free of framing, draws at
 least 30% of its text from the candidates, and is not a stub (under 40 characters where the
 candidates are longer). Apart from that, an answer is *degenerate* when more than half of its word
-4-grams repeat earlier ones, or when a sentence of six words or more comes three times (decoding
+4-grams repeat earlier ones, or when a sentence of six words or more outside code comes three times (decoding
 loops, the second of whole passages in an otherwise varied answer): reported beside substance, for
 the answer and for the candidates it came from, since a small model's candidates loop too.
 """
@@ -74,7 +74,7 @@ def repetition(text: str, *, n: int = 4) -> float:
 
 
 def repeated_sentences(text: str) -> int:
-    """How many sentences of six words or more the text says three times or more.
+    """How many sentences of six words or 24 characters or more the text says three times or more, code blocks aside.
 
     A looping passage inside a long answer ("You can buy a small amount of fuel ..." under three
     list items of a 2,000-character answer, measured on the embedded model) repeats too few 4-grams
