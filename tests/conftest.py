@@ -49,3 +49,16 @@ def shared_data() -> str:
     if not os.path.isdir(SHARED_DATA):
         pytest.skip("../shared/data is not beside the repository")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """One local Ray instance per test module (127.0.0.1, 2 CPUs); the engine uses it (and leaves it running) instead of starting its own."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             object_store_memory=256 * 1024**2, logging_level="WARNING")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

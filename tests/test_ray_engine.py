@@ -28,19 +28,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def ray_address():
-    """One local Ray instance for the module: the engine uses it (and leaves it running) instead of starting its own."""
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             object_store_memory=256 * 1024**2, logging_level="WARNING")
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-
-
 def _prompts(path: Path, n: int) -> Path:
     rows = [{"prompt": f"Question {i}: name {i} things that are green."} if i % 3 else
             {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Say hello {i} times."}]} for i in range(n)]

@@ -35,19 +35,6 @@ pytestmark = pytest.mark.integration
 ray_llm_base = pytest.importorskip("ray.llm._internal.batch.stages.base")
 
 
-@pytest.fixture(scope="module")
-def ray_address():
-    """One local Ray instance for the module (127.0.0.1, 2 CPUs); the engine uses it instead of starting its own."""
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             object_store_memory=256 * 1024**2, logging_level="WARNING")
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-
-
 def _plain(value):
     """Arrow/numpy values as the JSON types they hold (a processor's rows come out of Arrow)."""
     if hasattr(value, "tolist"):

@@ -93,28 +93,28 @@ def test_ray_engines_must_name_teachers_of_the_pool(prompts, tmp_path, monkeypat
     assert not (tmp_path / "out").exists()
 
 
-def test_ray_engines_reach_synthesize_as_processor_configs(prompts, tmp_path, monkeypatch):
-    """A pool named like the GPU example's models: the chosen teachers go to synthesize as vLLM processor configs."""
+def _capture_synthesize(monkeypatch, tmp_path) -> dict:
+    """Replace synthesize by a recorder of its keyword arguments (what the CLI passed), returned as a dict."""
     import fusion_dspy.synth
     from fusion_dspy.synth.run import SynthStats
-    from tests.fakes.openai_server import FakeOpenAIServer
 
-    seen = {}
+    seen: dict = {}
 
     def synthesize(*args, **kwargs):
         seen.update(kwargs)
         return SynthStats(records_path=str(tmp_path / "out" / "synth.jsonl"))
 
     monkeypatch.setattr(fusion_dspy.synth, "synthesize", synthesize)
+    return seen
+
+
+def test_ray_engines_reach_synthesize_as_processor_configs(prompts, tmp_path, monkeypatch):
+    """A pool named like the GPU example's models: the chosen teachers go to synthesize as vLLM processor configs."""
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    seen = _capture_synthesize(monkeypatch, tmp_path)
     with FakeOpenAIServer() as srv:
-        pool = tmp_path / "pool.yaml"
-        pool.write_text(
-            "model_list:\n"
-            f"  - model_name: command-a\n    litellm_params: {{model: openai/command-a, api_base: '{srv.api_base}'}}\n"
-            f"  - model_name: qwen-32b\n    litellm_params: {{model: openai/qwen, api_base: '{srv.api_base}'}}\n"
-            f"  - model_name: mine\n    litellm_params: {{model: openai/mine, api_base: '{srv.api_base}'}}\n"
-            "fusion_dspy:\n  teachers: [command-a, qwen-32b, mine]\n  fusor: command-a\n"
-        )
+        pool = _gpu_pool(tmp_path / "pool.yaml", srv.api_base)
         cluster = str(REPO / "examples" / "ray_gpu_cluster.yaml")
         base = ["synth", "--prompts", str(prompts), "--out", str(tmp_path / "out"), "--pool", str(pool), "--engine", "ray",
                 "--ray-engines", cluster]
@@ -129,25 +129,11 @@ def test_ray_engines_reach_synthesize_as_processor_configs(prompts, tmp_path, mo
 
 def test_the_fusor_is_an_engine_when_fusion_runs_and_the_file_has_its_name(prompts, tmp_path, monkeypatch):
     """The pool's fusor named like an `engine: vllm` model of the file runs as an engine with the teachers; not with bon only."""
-    import fusion_dspy.synth
-    from fusion_dspy.synth.run import SynthStats
     from tests.fakes.openai_server import FakeOpenAIServer
 
-    seen = {}
-
-    def synthesize(*args, **kwargs):
-        seen.update(kwargs)
-        return SynthStats(records_path=str(tmp_path / "out" / "synth.jsonl"))
-
-    monkeypatch.setattr(fusion_dspy.synth, "synthesize", synthesize)
+    seen = _capture_synthesize(monkeypatch, tmp_path)
     with FakeOpenAIServer() as srv:
-        pool = tmp_path / "pool.yaml"
-        pool.write_text(
-            "model_list:\n"
-            f"  - model_name: command-a\n    litellm_params: {{model: openai/command-a, api_base: '{srv.api_base}'}}\n"
-            f"  - model_name: qwen-32b\n    litellm_params: {{model: openai/qwen, api_base: '{srv.api_base}'}}\n"
-            "fusion_dspy:\n  teachers: [qwen-32b]\n  fusor: command-a\n"
-        )
+        pool = _gpu_pool(tmp_path / "pool.yaml", srv.api_base, teachers="[qwen-32b]")
         base = ["synth", "--prompts", str(prompts), "--out", str(tmp_path / "out"), "--pool", str(pool), "--engine", "ray",
                 "--ray-engines", str(REPO / "examples" / "ray_gpu_cluster.yaml")]
         for extra, engines in (([], ["qwen-32b", "command-a"]), (["--ray-engine-models", "command-a"], ["command-a"]),
