@@ -10,9 +10,9 @@ import pytest
 
 from fusion_dspy.errors import ConfigurationError, first_line
 from fusion_dspy.fuse import FusionRequest, Fusor
-from fusion_dspy.lm.endpoints import Endpoint
 from fusion_dspy.types import Candidate, CandidateSet, Usage
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.test_fuse import _in_turn, _lm
 
 PLAIN = dspy.Signature("prompt -> response")
 LOOP = "Keep it short. " + "Use a clear subject line. " * 30
@@ -22,19 +22,6 @@ GOOD = "Say what you need first, keep it short, and use a clear subject line."
 def _texts(*texts, prompt="How do I write clear emails?"):
     return CandidateSet({"prompt": prompt}, tuple(Candidate(i, "m", i, {"response": t}, Usage(0, 40)) for i, t in enumerate(texts)),
                         ("response",))
-
-
-def _lm(server, **kw):
-    return Endpoint("fake", "openai/fake", api_base=server.api_base, api_key="x").lm(cache=False, max_tokens=200, **kw)
-
-
-def _in_turn(*replies):
-    calls = []
-
-    def reply(body, choice):
-        calls.append(1)
-        return replies[min(len(calls), len(replies)) - 1]
-    return reply
 
 
 CSET = _texts("Use a clear subject line and one request per email.", "Keep it short; say what you need first.",
