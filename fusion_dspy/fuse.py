@@ -4,17 +4,20 @@ The fusor sees the task's own instruction, its inputs and the candidates, shuffl
 numbered, and fenced in ``<candidate>`` tags so that instructions written inside a candidate are
 data, not orders. For text tasks the prompt is plain (the fused answer is the completion itself,
 with the same token budget the candidates had); structured outputs are asked for as JSON with a
-comparison field first. An unusable output is retried once with a fresh sample, then the fusor
-falls back to a candidate, saying why in ``fallback``.
+comparison field first. An answer that ends in a decoding loop keeps what it said before the loop
+when that is an answer (``cut``). An unusable output (framing, a loop, drift away from the drafts)
+is retried once with the drafts rotated and a fresh sample, then the fusor falls back to a
+candidate, saying why in ``fallback``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import statistics
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal, NamedTuple
 
 import dspy
 
@@ -31,12 +34,28 @@ from fusion_dspy.signatures import (
     fusion_signature,
     plain_fusion_signature,
 )
-from fusion_dspy.substance import DEGENERATE_REPETITION, framing_found, repeated_sentences, repetition
+from fusion_dspy.substance import (
+    DEGENERATE_REPETITION,
+    MIN_COPIED_SHARE,
+    copied_share,
+    framing_found,
+    loop_start,
+    repeated_sentences,
+    repetition,
+)
 from fusion_dspy.types import Candidate, CandidateSet, Fusion, Usage
 
 logger = logging.getLogger(__name__)
 
 ContextPolicy = Literal["trim", "drop_longest"]
+# a fused answer to a long-form task (drafts of LONG_FORM_CHARS or more) that takes less of its text from the
+# drafts than the substance check's floor is no fusion of them: "I'm ready to help! Just type your code ...",
+# instructions of its own ("Your answer must contain exactly 3 paragraphs ..."), seen on the embedded model; the
+# paper finds most fused text comes from the samples, so a capable fusor rarely comes near it
+DRIFT_FLOOR = MIN_COPIED_SHARE
+LONG_FORM_CHARS = 200
+# what is left of a looping answer after its loop is cut must be at least this share of the drafts' median length
+_CUT_KEEPS = 0.5
 _PROMPT_OVERHEAD_TOKENS = 600  # the instruction, DSPy's field framing and the chat template
 # the 3-characters-per-token estimate undercounts repetitive text (seen: 4,115 real tokens for a prompt
 # estimated to fit 4,096 on SmolLM2), so the candidates get at most 90% of what is left
@@ -116,6 +135,14 @@ class FusionRequest:
 FusorFormat = Literal["auto", "plain", "structured"]
 
 
+class FusedText(NamedTuple):
+    """A fusor completion read as the fused answer (:meth:`Fusor.parse`)."""
+
+    outputs: dict[str, Any]
+    raw: str | None  # the completion, when it was read leniently or cut
+    cut: str | None  # what was cut from a looping answer
+
+
 class Fusor(dspy.Module):
     """Fuses a :class:`CandidateSet` into one answer with the task's output fields.
 
@@ -132,14 +159,20 @@ class Fusor(dspy.Module):
             then fuse with it in view (the paper's compare -> fuse). Structured prompts always compare.
         language: the language the answer must be in, when the task does not say (e.g. ``German``).
         use_schema: structured prompts only: constrained JSON decoding.
-        retries: fresh attempts after an unusable output, before falling back.
+        retries: fresh attempts after an unusable output, before falling back. A retry shows the
+            drafts rotated (another draft first), at a temperature of at least 0.3.
+        min_copied_share: on long-form tasks, a fused answer taking less of its text from the drafts
+            than this has drifted from them and is retried (0 turns the check off; lower it for a
+            fusor that rewrites in its own words).
         context_window: the fusor's context in tokens (default: the LM's endpoint's, if known);
             when the candidates do not fit, ``context_policy`` applies before the call.
         context_policy: ``trim`` every candidate to an equal share, or ``drop_longest`` first.
 
     The fused answer's token budget is never below what the candidates used: the call's
     ``max_tokens`` is raised to the longest candidate's completion (plus the comparison's share in
-    structured prompts). An answer cut by ``max_tokens`` is recorded as ``truncated``.
+    structured prompts). An answer cut by ``max_tokens`` is recorded as ``truncated``. An answer that
+    ends in a loop keeps what it said before the loop when that is an answer (recorded in ``cut``),
+    instead of a retry.
     """
 
     def __init__(
@@ -155,6 +188,7 @@ class Fusor(dspy.Module):
         language: str | None = None,
         use_schema: bool = True,
         retries: int = 1,
+        min_copied_share: float = DRIFT_FLOOR,
         context_window: int | None = None,
         context_policy: ContextPolicy = "trim",
     ):
@@ -182,6 +216,7 @@ class Fusor(dspy.Module):
         self.language = language
         self.use_schema = use_schema
         self.retries = retries
+        self.min_copied_share = min_copied_share
         self.context_window = context_window
         self.context_policy = context_policy
 
@@ -218,26 +253,27 @@ class Fusor(dspy.Module):
                 # a private copy per attempt: its history (finish reason, raw text) is this call's alone
                 attempt_lm = lm.copy(max_tokens=request.max_tokens) if attempt == 0 else lm.copy(
                     rollout_id=attempt, max_tokens=request.max_tokens, temperature=retry_temperature(lm.kwargs.get("temperature")))
+                shown = self.attempt_request(request, attempt)
                 try:
                     extra: dict[str, Any] = {}
                     if self.compare is not None:
                         if not comparison:  # compared once; a retry of the fusion reuses it
                             calls += 1
-                            task = {k: v for k, v in request.fuse_inputs.items() if k != CANDIDATES_FIELD}
-                            comparison = self._compare(attempt_lm, task, request.fuse_inputs[CANDIDATES_FIELD])
+                            task = {k: v for k, v in shown.fuse_inputs.items() if k != CANDIDATES_FIELD}
+                            comparison = self._compare(attempt_lm, task, shown.fuse_inputs[CANDIDATES_FIELD])
                         extra[COMPARISON_FIELD] = comparison
                     adapter = self._adapter(request.max_tokens)
                     calls += 1
                     with dspy.context(lm=attempt_lm, adapter=adapter):
-                        pred = self.fuse(**request.fuse_inputs, **extra, signature=signature)
-                    outputs = self.accept(request, {f: pred.get(f) for f in request.output_fields})
-                    if getattr(adapter, "last_parse", "adapter") == "lenient":
+                        pred = self.fuse(**shown.fuse_inputs, **extra, signature=signature)
+                    outputs, cut = self.accept(shown, {f: pred.get(f) for f in request.output_fields})
+                    if cut or getattr(adapter, "last_parse", "adapter") == "lenient":
                         raw = _last_text(attempt_lm)
                     if not self.plain:
                         comparison = str(pred.get(COMPARISON_FIELD) or "")
                     truncated = _finish_reason(attempt_lm) == "length"
                     usage = Usage.from_lm_usage(tracker.get_total_tokens(), seconds=time.perf_counter() - started, calls=calls)
-                    return self.fused(request, outputs, usage, raw=raw, truncated=truncated, comparison=comparison)
+                    return self.fused(shown, outputs, usage, raw=raw, truncated=truncated, comparison=comparison, cut=cut)
                 except Exception as exc:  # noqa: BLE001 - bad fusor output: retry, then fall back
                     error = first_line(exc)
                     if is_endpoint_failure(exc):  # a dead server is not bad output: never hide it behind a fallback
@@ -279,6 +315,18 @@ class Fusor(dspy.Module):
         return FusionRequest(shown=tuple(shown), fuse_inputs={**inputs, CANDIDATES_FIELD: text}, trimmed=trimmed, overflow=None,
                              **common)
 
+    def attempt_request(self, request: FusionRequest, attempt: int) -> FusionRequest:
+        """Attempt ``attempt``'s request: a retry shows the drafts rotated by ``attempt`` places, so that
+        another draft comes first (the first-shown draft steers a small fusor most) and the retry is a
+        different answer, not the same greedy one. With ``compare``, the order stays: the retry reuses
+        the comparison, which names the drafts by their numbers."""
+        if attempt == 0 or request.overflow is not None or len(request.shown) < 2 or self.compare is not None:
+            return request
+        k = attempt % len(request.shown)
+        shown = request.shown[k:] + request.shown[:k]
+        text = self._candidates_text(list(shown), request.output_fields)
+        return replace(request, shown=shown, fuse_inputs={**request.fuse_inputs, CANDIDATES_FIELD: text})
+
     def signature_for(self, request: FusionRequest) -> type[dspy.Signature]:
         """The fusion call's signature: the fusion instruction, the task's own, the output language."""
         return self._call_signature(request.task_inputs, request.language)
@@ -308,32 +356,48 @@ class Fusor(dspy.Module):
             params["seed"] = seed
         return params
 
-    def parse(self, request: FusionRequest, text: str | None) -> tuple[dict[str, Any], str | None]:
-        """A completion of :meth:`messages` as the fused answer: ``(outputs, raw)``, ``raw`` the text when read leniently.
+    def parse(self, request: FusionRequest, text: str | None) -> FusedText:
+        """A completion of :meth:`messages` as the fused answer; ``raw`` is the text when read leniently or cut.
 
         Raises (ValueError, dspy's AdapterParseError) when the answer is unreadable or unusable (:meth:`accept`).
         """
         adapter = self._adapter(request.max_tokens)
         values = adapter.parse(self.signature_for(request), text) if text else {}
-        outputs = self.accept(request, values)
-        return outputs, (text if getattr(adapter, "last_parse", "adapter") == "lenient" else None)
+        outputs, cut = self.accept(request, values)
+        return FusedText(outputs, text if cut or getattr(adapter, "last_parse", "adapter") == "lenient" else None, cut)
 
-    def accept(self, request: FusionRequest, values: dict[str, Any]) -> dict[str, Any]:
-        """The parsed fields as the fused answer (copied ``<candidate>`` tags dropped), or ValueError saying why it is no answer."""
+    def accept(self, request: FusionRequest, values: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """The parsed fields as the fused answer and what was cut from it, or ValueError saying why it is no answer.
+
+        Copied ``<candidate>`` tags are dropped. An answer that ends in a loop is kept up to the loop
+        when that part is an answer of at least half the drafts' median length (``cut`` says what was
+        removed); otherwise it is unusable, as one with framing or drifted away from the drafts is.
+        """
         outputs = {f: _unfence(values.get(f)) for f in request.output_fields}
         if all(v in (None, "") for v in outputs.values()):
             raise ValueError("the fusor returned empty output fields")
-        problem = unusable_answer(outputs, list(request.shown), request.task_inputs)
-        if problem:
-            raise ValueError(problem)
-        return outputs
+        shown = list(request.shown)
+        problem = unusable_answer(outputs, shown, request.task_inputs, min_copied=self.min_copied_share)
+        if problem is None:
+            return outputs, None
+        heads = {f: cut_loop(v) if isinstance(v, str) else None for f, v in outputs.items()}
+        if any(heads.values()):
+            kept = {f: heads[f] or v for f, v in outputs.items()}
+            drafts = statistics.median(len(render_fields(c.outputs)) for c in shown)
+            long_enough = len(render_fields(kept)) >= _CUT_KEEPS * drafts
+            if long_enough and unusable_answer(kept, shown, request.task_inputs, min_copied=self.min_copied_share) is None:
+                cut = "; ".join(f"{f}: {len(outputs[f]) - len(h)} of {len(outputs[f])} characters cut where it began to loop"
+                                for f, h in heads.items() if h)
+                logger.info("fused answer kept up to its loop (%s)", cut)
+                return kept, cut
+        raise ValueError(problem)
 
     def fused(self, request: FusionRequest, outputs: dict[str, Any], usage: Usage, *, raw: str | None = None,
-              truncated: bool = False, comparison: str = "") -> Fusion:
-        """The :class:`Fusion` of an accepted answer."""
+              truncated: bool = False, comparison: str = "", cut: str | None = None) -> Fusion:
+        """The :class:`Fusion` of an accepted answer (``request``: the attempt's, whose order was shown)."""
         if truncated:
             logger.info("fused answer hit max_tokens=%d (recorded as truncated)", request.max_tokens)
-        return Fusion(outputs, comparison, request.order, usage, None, raw, request.trimmed, truncated, request.max_tokens)
+        return Fusion(outputs, comparison, request.order, usage, None, raw, request.trimmed, truncated, request.max_tokens, cut)
 
     def fall_back(self, request: FusionRequest, fallback_scores: dict[int, float | None] | None = None, *,
                   error: str | None = None, attempts: int | None = None, usage: Usage | None = None, raw: str | None = None,
@@ -449,11 +513,14 @@ class Fusor(dspy.Module):
         return out, info
 
 
-def unusable_answer(outputs: dict[str, Any], shown: list[Candidate], inputs: dict[str, Any]) -> str | None:
-    """Why a parsed fused answer is still no answer, or None: prompt framing or a decoding loop.
+def unusable_answer(outputs: dict[str, Any], shown: list[Candidate], inputs: dict[str, Any], *,
+                    min_copied: float = DRIFT_FLOOR) -> str | None:
+    """Why a parsed fused answer is still no answer, or None: prompt framing, a decoding loop, or drift.
 
     Only what the fusor added counts: framing that a candidate or the task's inputs already contain
     (a task about "Candidate 2") and loops that the candidates share are the material, not a fault.
+    On a long-form task (drafts' median of :data:`LONG_FORM_CHARS` or more), an answer taking under
+    ``min_copied`` of its text from the drafts has drifted from them (0: no such check).
     A fused answer that fails is retried (with a fresh sample), then replaced by a candidate.
     """
     text = "\n".join(str(v) for v in outputs.values() if isinstance(v, str))
@@ -468,7 +535,29 @@ def unusable_answer(outputs: dict[str, Any], shown: list[Candidate], inputs: dic
     ):
         how = f"{loop:.0%} of its word 4-grams repeat" if loop > DEGENERATE_REPETITION else f"{said} sentence(s) said three times or more"
         return f"the fused answer loops ({how}) where no candidate does"
+    drafts = [render_fields(c.outputs) for c in shown]
+    if min_copied > 0 and drafts and statistics.median(len(d) for d in drafts) >= LONG_FORM_CHARS:
+        share = copied_share(text, drafts)
+        if share < min_copied:
+            return f"the fused answer drifted from the drafts (only {share:.0%} of it taken from them, under {min_copied:.0%})"
     return None
+
+
+def cut_loop(text: str) -> str | None:
+    """``text`` without the loop it ends in, cut at the last line or sentence end before the loop; None if no tail loops."""
+    start = loop_start(text)
+    if start is None:
+        return None
+    head = text[:start]
+    ends = [m.end() for m in _SENTENCE_END.finditer(head)]
+    if ends and ends[-1] >= len(head) // 2:  # a clean end, unless that throws away most of what came before the loop
+        head = head[: ends[-1]]
+    head = _DANGLING_MARK.sub("", head.rstrip()).rstrip()
+    return head or None
+
+
+_SENTENCE_END = re.compile(r"[.!?\u3002\uff01\uff1f](?=\s)|\n")
+_DANGLING_MARK = re.compile(r"(?:^|\n)[ \t]*(?:\d{1,3}[.)]|[-*\u2022])?[ \t]*$")
 
 
 def _estimate_tokens(text: str) -> int:

@@ -36,6 +36,7 @@ LOOP_SENTENCE_TIMES = 3
 LOOP_SENTENCE_CHARS = 24
 _CODE_BLOCK = re.compile(r"```.*?(?:```|\Z)", re.S)
 _LIST_MARK = re.compile(r"^\W*(?:\d{1,3}[.)]|[-*•])?\W*")
+_LIST_TOKEN = re.compile(r"\d{1,3}[.)]|[-*•]")
 
 # names DSPy's adapters and fusion-dspy's own prompts use, which never belong in an answer
 _PROMPT_FIELDS = ("candidates", "comparison", "compare", "analysis", "prompt", "response", "answer",
@@ -71,6 +72,32 @@ def repetition(text: str, *, n: int = 4) -> float:
     words = (text or "").split()
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def loop_start(text: str, *, n: int = 4, min_words: int = 12, share: float = 0.8) -> int | None:
+    """Where a decoding loop takes over ``text``: the character offset from which the rest repeats itself, or None.
+
+    The rest must be at least ``min_words`` word ``n``-grams long and ``share`` of them must repeat
+    earlier ones. A small model that starts to loop goes on until ``max_tokens`` (a paragraph said
+    five times, measured on the embedded model); what it wrote before the loop is often a fair answer.
+    """
+    # list markers aside: "2. Ask a neighbour ..." and "3. Ask a neighbour ..." are the same line said again
+    spans = [m.span() for m in re.finditer(r"\S+", text or "") if not _LIST_TOKEN.fullmatch(m.group())]
+    words = [text[a:b] for a, b in spans]
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    seen: set[tuple[str, ...]] = set()
+    repeats = []
+    for gram in grams:
+        repeats.append(gram in seen)
+        seen.add(gram)
+    after = 0  # repeated n-grams from position i to the end
+    start = None
+    for i in range(len(grams) - 1, -1, -1):
+        after += repeats[i]
+        rest = len(grams) - i
+        if repeats[i] and (i == 0 or not repeats[i - 1]) and rest >= min_words and after >= share * rest:
+            start = i  # keep going: the earliest such run is where the loop took over
+    return spans[start][0] if start is not None else None
 
 
 def repeated_sentences(text: str) -> int:

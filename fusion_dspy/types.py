@@ -216,6 +216,8 @@ class Fusion:
         trimmed: how candidates were shortened to fit the fusor's context, if they were.
         truncated: the fused answer stopped at ``max_tokens`` (it may be cut off).
         max_tokens: the completion budget of the fusor call (at least what the candidates used).
+        cut: what was cut from an answer that ended in a decoding loop (the answer is what came before
+            it; ``raw`` holds the whole text), None when nothing was.
     """
 
     outputs: dict[str, Any]
@@ -227,6 +229,7 @@ class Fusion:
     trimmed: dict[str, Any] | None = None
     truncated: bool = False
     max_tokens: int | None = None
+    cut: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -239,6 +242,7 @@ class Fusion:
             "trimmed": self.trimmed,
             "truncated": self.truncated,
             "max_tokens": self.max_tokens,
+            "cut": self.cut,
         }
 
 

@@ -88,7 +88,8 @@ def test_context_policy_trims_before_the_call():
     long = tuple(Candidate(i, "m", i, {"response": "word " * 2000}) for i in range(4))
     cset = CandidateSet({"prompt": "p"}, long, ("response",))
     with FakeOpenAIServer(reply="ok") as server:
-        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server), context_window=4096)(candidates=cset)
+        # min_copied_share=0: "ok" takes nothing from the drafts, which is not what this test is about
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server), context_window=4096, min_copied_share=0)(candidates=cset)
         sent = server.requests[-1]["messages"]
         sent_max_tokens = server.requests[-1]["max_tokens"]
     assert fusion.trimmed["policy"] == "trim" and fusion.trimmed["tokens_after"] <= fusion.trimmed["budget_tokens"]
@@ -202,6 +203,21 @@ def test_compare_then_fuse_is_two_calls_and_the_comparison_reaches_the_fusion():
     assert "draft 1 is wrong" in requests[1]["messages"][-1]["content"]
 
 
+def test_a_retry_after_a_comparison_keeps_the_order_the_comparison_numbered():
+    cset = _texts("Use a clear subject line and one request per email.", "Keep it short; say what you need first.",
+                  "Put the ask in the first sentence.")
+    fused = iter(["Subject. " * 60, "Say what you need first and keep it short."])
+
+    def reply(body, i):
+        return "draft 2 is the clearest" if "Compare the drafts" in body["messages"][0]["content"] else next(fused)
+
+    with FakeOpenAIServer(reply=reply) as server:
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server, temperature=0.0), compare=True)(candidates=cset)
+        fuse_calls = [b for b in server.requests if "Compare the drafts" not in b["messages"][0]["content"]]
+    assert len(fuse_calls) == 2 and fusion.fallback is None and fusion.usage.calls == 3
+    assert _shown_order(fuse_calls[0], cset) == _shown_order(fuse_calls[1], cset) == list(fusion.order)
+
+
 def test_context_fitting_uses_the_servers_own_token_counts():
     """Where the server tokenizes (llama.cpp, vLLM), characters per token are measured, not assumed."""
     long = tuple(Candidate(i, "m", i, {"response": "word " * 2000}) for i in range(4))
@@ -285,20 +301,91 @@ def test_framing_the_candidates_already_have_is_material_not_a_fault():
     assert calls == 1 and fusion.fallback is None
 
 
-def test_a_looping_fused_answer_is_retried_at_a_higher_temperature():
-    cset = _texts("Use a clear subject line and one request per email.", "Keep it short; say what you need first.")
-    loop = "Keep it short. " + "Use a clear subject line. " * 30
+def test_a_looping_fused_answer_is_retried_at_a_higher_temperature_with_the_drafts_rotated():
+    cset = _texts("Use a clear subject line and one request per email.", "Keep it short; say what you need first.",
+                  "Put the ask in the first sentence.")
+    loop = "Subject. " * 60  # nothing before the loop worth keeping
     with FakeOpenAIServer(reply=_in_turn(loop, "Say what you need first, keep it short, and use a clear subject line.")) as server:
-        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server, temperature=0.0))(candidates=cset)
+        fusor = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server, temperature=0.0))
+        fusion = fusor(candidates=cset)
         temperatures = [body.get("temperature") for body in server.requests]
-    assert fusion.fallback is None and fusion.outputs["response"].startswith("Say what you need")
+        shown = [_shown_order(body, cset) for body in server.requests]
+    assert fusion.fallback is None and fusion.cut is None and fusion.outputs["response"].startswith("Say what you need")
     assert temperatures[0] == 0.0 and temperatures[1] >= 0.3
+    first = list(fusor.request(cset).order)
+    assert shown == [first, first[1:] + first[:1]]  # the retry shows another draft first
+    assert fusion.order == tuple(shown[1])  # the order the accepted answer was written from
+
+
+def _shown_order(body, cset):
+    """The candidates' indices in the order a fusor request shows them."""
+    text = body["messages"][-1]["content"]
+    found = sorted((text.index(c.outputs["response"]), c.index) for c in cset.candidates)
+    return [i for _, i in found]
+
+
+def test_a_fused_answer_that_ends_in_a_loop_keeps_what_it_said_before_the_loop():
+    cset = _texts("Use a clear subject line and one request per email.", "Keep it short; say what you need first.")
+    head = "Say what you need in the first line. Keep it short, and use a clear subject line."
+    looped = head + "\n" + "Ask for one thing only in each of your emails. " * 20
+    with FakeOpenAIServer(reply=looped) as server:
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server, temperature=0.0))(candidates=cset)
+        calls = len(server.requests)
+    assert calls == 1 and fusion.fallback is None
+    assert fusion.outputs["response"] == head + "\nAsk for one thing only in each of your emails."
+    assert fusion.raw == looped and fusion.cut.startswith("response: ") and "where it began to loop" in fusion.cut
+    assert fusion.to_dict()["cut"] == fusion.cut
+
+
+def test_a_loop_with_too_little_before_it_is_retried_not_cut():
+    drafts = ("Use a clear subject line and one request per email, and put the request in the first line of it.",
+              "Keep it short; say what you need first, then give the context the reader needs to act on it.")
+    looped = "Be short. " + "Use a clear subject line. " * 30  # what precedes the loop is a fraction of a draft
+    with FakeOpenAIServer(reply=_in_turn(looped, drafts[1])) as server:
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server, temperature=0.0))(candidates=_texts(*drafts))
+        calls = len(server.requests)
+    assert calls == 2 and fusion.cut is None and fusion.outputs["response"] == drafts[1]
+
+
+LONG_DRAFTS = (
+    "Put the request in the subject line and in the first sentence, so the reader knows at once what you need. "
+    "Then give only the context they need to act, and close with the date by which you need an answer to it.",
+    "Keep it short: one request per email, a subject line that says what the email is about, and a first "
+    "sentence that asks for it. Add the context after the request, and say by which date you need the answer.",
+)
+
+
+def test_a_fused_answer_that_drifts_from_long_drafts_is_retried():
+    drifted = "I'm ready to help! Just type your question here and I will be happy to assist you further with it."
+    fused = ("Put the request in the subject line and in the first sentence, so the reader knows at once what you need. "
+             "Keep it short: one request per email, and say when you need the answer.")
+    with FakeOpenAIServer(reply=_in_turn(drifted, fused)) as server:
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server, temperature=0.0))(candidates=_texts(*LONG_DRAFTS))
+        calls = len(server.requests)
+    assert calls == 2 and fusion.fallback is None and fusion.outputs["response"] == fused
+
+
+def test_drift_every_attempt_falls_back_and_says_why_and_can_be_turned_off():
+    drifted = "I'm ready to help! Just type your question here and I will be happy to assist you further with it."
+    with FakeOpenAIServer(reply=drifted) as server:
+        guarded = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server))(candidates=_texts(*LONG_DRAFTS))
+        free = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server), min_copied_share=0)(candidates=_texts(*LONG_DRAFTS))
+    assert "the fused answer drifted from the drafts (only 0% of it taken from them, under 30%)" in guarded.fallback
+    assert free.fallback is None and free.outputs["response"] == drifted
+
+
+def test_short_drafts_are_no_long_form_task_for_the_drift_check():
+    # a rewritten one-line answer takes nothing verbatim from one-line drafts, and that is fine
+    with FakeOpenAIServer(reply="Send it on Monday.") as server:
+        fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server))(candidates=_texts("Monday.", "Send it Monday morning."))
+    assert fusion.fallback is None and fusion.outputs["response"] == "Send it on Monday."
 
 
 def test_a_fused_answer_that_says_a_passage_three_times_is_retried():
     cset = _texts("Ask a neighbour to water them.", "Group the pots and use wick watering.")
     said = "Water them before you leave, and put them in a cool room out of direct sun. "
     looped = "1. " + said + "\n2. Group the pots. " + said + "\n3. Use wicks. " + said
+    looped += "\n4. Check the soil when you are back, and water them again if it feels dry to the touch."  # not a tail loop
     fine = "Water them before you leave, group the pots in a cool room, and ask a neighbour or use wick watering."
     with FakeOpenAIServer(reply=_in_turn(looped, fine)) as server:
         fusion = Fusor(dspy.Signature("prompt -> response"), lm=_lm(server, temperature=0.0))(candidates=cset)

@@ -15,7 +15,7 @@ from tests.fakes.openai_server import FakeOpenAIServer
 from tests.test_fuse import _in_turn, _lm
 
 PLAIN = dspy.Signature("prompt -> response")
-LOOP = "Keep it short. " + "Use a clear subject line. " * 30
+LOOP = "Subject. " * 60  # a loop with nothing before it worth keeping
 GOOD = "Say what you need first, keep it short, and use a clear subject line."
 
 
@@ -35,10 +35,12 @@ def test_the_messages_and_sampling_are_what_forward_sends():
         fusion = fusor(candidates=CSET)
         sent = server.requests
     request = fusor.request(CSET)
-    assert fusion.fallback is None and fusion.order == request.order and fusion.max_tokens == request.max_tokens
+    # the accepted answer is the retry's, written from the drafts rotated
+    assert fusion.fallback is None and fusion.order == fusor.attempt_request(request, 1).order != request.order
+    assert fusion.max_tokens == request.max_tokens
     assert len(sent) == 2
     for attempt, body in enumerate(sent):
-        assert body["messages"] == fusor.messages(request)
+        assert body["messages"] == fusor.messages(fusor.attempt_request(request, attempt))
         params = fusor.sampling_params(request, attempt, seed=7)
         assert (body["max_tokens"], body["temperature"]) == (params["max_tokens"], params["temperature"])
         assert params["seed"] == 7
@@ -49,7 +51,10 @@ def test_parse_accepts_what_forward_accepts_and_refuses_what_its_guard_refuses()
     with FakeOpenAIServer() as server:
         fusor = Fusor(PLAIN, lm=_lm(server))
         request = fusor.request(CSET)
-    assert fusor.parse(request, GOOD) == ({"response": GOOD}, None)
+    assert fusor.parse(request, GOOD) == ({"response": GOOD}, None, None)
+    cut = fusor.parse(request, GOOD + "\n" + "Put the request in the first sentence of it. " * 20)
+    assert cut.outputs == {"response": GOOD + "\nPut the request in the first sentence of it."} and cut.raw.startswith(GOOD)
+    assert "where it began to loop" in cut.cut
     assert fusor.parse(request, f"<candidate id=\"1\">{GOOD}</candidate>")[0] == {"response": GOOD}  # copied fence tags dropped
     with pytest.raises(ValueError, match="loops"):
         fusor.parse(request, LOOP)

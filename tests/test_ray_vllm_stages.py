@@ -322,7 +322,9 @@ def test_the_fusor_on_an_engine_sends_the_in_process_prompt_retries_once_and_rec
         prompt = record["inputs"]["prompt"]
         request = fusor.request(_kept_candidates(record))
         calls = sent[rid]
-        assert [c["messages"] for c in calls] == [fusor.messages(request)] * len(calls)  # the in-process prompt, every attempt
+        # the in-process prompt of every attempt (a retry's shows the drafts rotated)
+        assert [c["messages"] for c in calls] == [fusor.messages(fusor.attempt_request(request, a)) for a in range(len(calls))]
+        assert len(calls) == 1 or len(request.shown) < 2 or calls[1]["messages"] != calls[0]["messages"]
         assert [c["sampling_params"] for c in calls] == [fusor.sampling_params(request, a, seed=a) for a in range(len(calls))]
         fusion = record["methods"]["fusion"]
         if "FUSE-LOOPS" not in prompt:
@@ -334,7 +336,7 @@ def test_the_fusor_on_an_engine_sends_the_in_process_prompt_retries_once_and_rec
         elif "ONCE" in prompt:  # the retry (temperature 0.3, seed 1) is usable
             assert len(calls) == 2 and calls[1]["sampling_params"]["temperature"] == 0.3
             assert fusion["outputs"]["response"] == f"Fused by {FUSOR_MODEL} at temperature 0.3 with seed 1." and fusion["fallback"] == ""
-            assert fusion["fusion"]["usage"]["calls"] == 2
+            assert fusion["fusion"]["usage"]["calls"] == 2 and fusion["fusion"]["order"] == list(fusor.attempt_request(request, 1).order)
         else:  # unusable twice: Best-of-N's best candidate, with the in-process reason
             assert len(calls) == 2
             try:

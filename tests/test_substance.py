@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fusion_dspy.substance import assess, copied_share, framing_found, repeated_sentences, summarize
+from fusion_dspy.fuse import cut_loop
+from fusion_dspy.substance import assess, copied_share, framing_found, loop_start, repeated_sentences, summarize
 
 CANDIDATES = [
     "Write short sentences. Use headings so readers can scan the page, and show one example per idea.",
@@ -111,3 +112,26 @@ def test_a_dict_in_an_answers_code_is_not_a_repr_of_the_inputs():
     code = "```python\nimages = {'name': 'image0', 'description': 'red'}\n```"
     assert framing_found(code) == []
     assert framing_found("{'prompt': 'Give two tips'}") == ["inputs repr"]
+
+
+# what the embedded fusor wrote for a php-fpm question (shortened): two fair sentences, then one paragraph until max_tokens
+_SAID = ("The function `create_backup` is used to create backups of the config files, which can be configured with "
+         "custom options provided by the script. ")
+_TAIL_LOOP = ("The script includes a function called `create_backup` that copies the settings before a change.\n"
+              "It uses `optimize_php_version` to optimize a single PHP version.\n" + _SAID + "\n" + _SAID * 4 + "The function")
+
+
+def test_the_loop_an_answer_ends_in_starts_at_its_second_saying():
+    start = loop_start(_TAIL_LOOP)
+    assert _TAIL_LOOP[start:].startswith(_SAID) and _TAIL_LOOP[:start].count("custom options") == 1
+    assert loop_start(CANDIDATES[0]) is None and loop_start("") is None
+    assert loop_start(_LOOPED) is None  # a passage looping mid-answer, with fresh text after it: no tail to cut
+    assert loop_start("Yes. " * 8) is None  # too short a rest to call a loop
+
+
+def test_cut_loop_keeps_the_text_before_the_loop_up_to_a_line_or_sentence_end():
+    assert cut_loop(_TAIL_LOOP) == _TAIL_LOOP[: _TAIL_LOOP.index(_SAID) + len(_SAID)].rstrip()
+    numbered = "Tips:\n1. Water them well before you leave.\n" + "".join(f"{i}. Ask a neighbour to water them twice a week.\n" for i in range(2, 12))
+    assert cut_loop(numbered) == "Tips:\n1. Water them well before you leave.\n2. Ask a neighbour to water them twice a week."
+    assert cut_loop(CANDIDATES[1]) is None
+    assert cut_loop("Subject. " * 40) == "Subject."

@@ -10,7 +10,8 @@ What leaves is what the Fusor would return: the text so far is cleaned as the Fu
 answer (stripped, copied ``<candidate>`` tags removed), the last :data:`HOLDBACK` characters wait
 (a tag or a framing phrase may still be forming), and before each piece leaves, the text so far
 passes the Fusor's own check (:func:`~fusion_dspy.fuse.unusable_answer`: framing the prompt added,
-decoding loops). An attempt that fails before anything was sent is abandoned on the spot
+decoding loops; drift from the drafts is judged by the Fusor on the whole answer). An attempt that
+fails before anything was sent is abandoned on the spot
 (:class:`AttemptRejected`, a ValueError: the Fusor retries and falls back exactly as without a
 stream). Text that was sent cannot be taken back: once part of an attempt is out, a later failure
 ends the answer where it is (:class:`StopAnswer`), and the response says why (``cut``).
@@ -142,7 +143,8 @@ class AnswerStream:
         limit = _safe_end(clean)
         if limit <= len(self.sent) or (self.sent and limit - self._checked < _CHECK_EVERY):
             return
-        problem = unusable_answer({self.field: clean}, self.sources, self.inputs)
+        # drift is judged on the whole answer (by the Fusor, at its end): a prefix has not drawn on the drafts yet
+        problem = unusable_answer({self.field: clean}, self.sources, self.inputs, min_copied=0)
         self._checked = limit
         if problem:
             if not self.committed:

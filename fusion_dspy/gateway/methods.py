@@ -55,7 +55,8 @@ class Answer:
         stages: tokens and seconds per stage (``sampling``, ``fusion`` or ``rating``).
         candidates / candidates_ok: samples asked for and samples that answered.
         fallback: why the answer is not the method's own (a candidate instead of a fused answer).
-        cut: why a streamed answer ends early (a check failed after part of it was sent).
+        cut: why the answer ends early: a streamed one's check failed after part of it was sent, or the
+            Fusor cut off the loop the fusor's text ended in.
         details: the method's record (shown order, scores, votes, budget).
     """
 
@@ -149,7 +150,7 @@ class Gateway:
             answer.reasoning = outcome.comparison or None
             answer.finish_reason = "length" if outcome.truncated and outcome.fallback is None else "stop"
         answer.content = await stream.finish(outcome.outputs, outcome if isinstance(outcome, Fusion) else None)
-        answer.cut = stream.cut
+        answer.cut = stream.cut or (outcome.cut if isinstance(outcome, Fusion) else None)  # a loop the Fusor cut off
         return answer
 
     async def pass_through(self, request: ChatRequest, emit: Callable[[dict[str, Any]], Awaitable[None]] | None,

@@ -7,7 +7,7 @@ Besides OpenAI's fields, a response carries:
   ``usage.candidates``, the number of candidates that answered; ``prompt_tokens`` and
   ``completion_tokens`` are the sums over every stage, so the top-level counts bill every token spent;
 - ``fusion_dspy``: the method, N, the candidates, ``fallback`` (why the answer is a candidate's
-  rather than the fused one), ``cut`` (why a streamed answer ends early), and the method's record
+  rather than the fused one), ``cut`` (why the answer ends early: a stream cut, or a loop cut off), and the method's record
   (shown order, fusor budget, truncation; scores; tool votes). Non-streamed responses also say the
   method and the fallback in the headers ``X-Fusion-Method`` and ``X-Fusion-Fallback``.
 """

@@ -15,7 +15,8 @@ in-process ones:
    (:meth:`Fusor.parse`) where the regroup runs. An accepted answer is the row's fusion; an
    unusable one leaves the row pending, with the reason;
 3. **fuse, retry** (one more processor pass per ``Fusor.retries``, in-process 1): only pending
-   rows make a request, with the retry's sampling (temperature at least 0.3, the next seed);
+   rows make a request, with the retry's sampling (temperature at least 0.3, the next seed) and the
+   drafts rotated (:meth:`Fusor.attempt_request`);
    the other rows pass through untouched;
 4. **finish** (an actor stage, :class:`FinishFusion`): the other methods (``bon``, whose scorer
    is called over HTTP as in-process; its scores pick the fallback), the fallback of a row whose
@@ -45,7 +46,7 @@ def _fusion_from_dict(d: Mapping[str, Any]) -> Any:
     from fusion_dspy.types import Fusion, Usage
 
     return Fusion(dict(d["outputs"]), d["comparison"], tuple(d["order"]), Usage.from_dict(d["usage"]), d["fallback"], d["raw"],
-                  d["trimmed"], bool(d["truncated"]), d["max_tokens"])
+                  d["trimmed"], bool(d["truncated"]), d["max_tokens"], d.get("cut"))
 
 
 def check_fusor_engine(fusor: Any) -> None:
@@ -109,8 +110,10 @@ class EngineFusor:
             return []
         fusor = self._fusor()
         seed = int(self.config["seed"]) + int(state["attempt"]) * (1 + fusor.retries) + int(fusion["attempt"])
+        attempt = int(fusion["attempt"])
         request = FusionRequest.from_dict(fusion["request"])
-        return [{"messages": fusion["messages"], "sampling_params": fusor.sampling_params(request, int(fusion["attempt"]), seed=seed)}]
+        messages = fusion["messages"] if attempt == 0 else fusor.messages(fusor.attempt_request(request, attempt))  # rotated drafts
+        return [{"messages": messages, "sampling_params": fusor.sampling_params(request, attempt, seed=seed)}]
 
     def collect(self, state: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
         from fusion_dspy.errors import EndpointError
@@ -122,12 +125,12 @@ class EngineFusor:
         if out["error"]:  # the engine failed the request: the row fails (retried by the next run), as with a dead server
             raise EndpointError(f"fusor vLLM engine failed: {out['error']}"[:500], endpoint=str(self.config["fusor"]["name"]))
         fusion = dict(state["fusor_pass"])
-        request = FusionRequest.from_dict(fusion["request"])
+        request = fusor.attempt_request(FusionRequest.from_dict(fusion["request"]), int(fusion["attempt"]))
         usage = Usage.from_dict(fusion["usage"]) + Usage(out["prompt_tokens"], out["completion_tokens"], out["seconds"], 1)
         fusion["usage"] = usage.to_dict()
         fusion["attempt"] = int(fusion["attempt"]) + 1
         try:
-            fields, raw = fusor.parse(request, out["text"])
+            answer = fusor.parse(request, out["text"])
         except Exception as exc:  # noqa: BLE001 - bad fusor output: the next pass retries it, the finish stage falls back
             fusion["error"] = first_line(exc)
             fusion["raw"] = out["text"] or fusion["raw"]
@@ -135,7 +138,7 @@ class EngineFusor:
             logger.info("fusion attempt %d failed: %s", fusion["attempt"], fusion["error"])
         else:
             truncated = out["completion_tokens"] >= request.max_tokens
-            fusion["result"] = fusor.fused(request, fields, usage, raw=raw, truncated=truncated).to_dict()
+            fusion["result"] = fusor.fused(request, answer.outputs, usage, raw=answer.raw, truncated=truncated, cut=answer.cut).to_dict()
             fusion["pending"] = False
         return {**state, "fusor_pass": fusion}
 

@@ -39,6 +39,15 @@ def test_fusion_answers_with_the_fused_text_and_bills_every_stage():
         assert record["method"] == "fusion" and record["n"] == 4 and record["fallback"] is None and sorted(record["order"]) == [0, 1, 2, 3]
 
 
+def test_a_fused_answer_ending_in_a_loop_comes_without_the_loop_and_says_so():
+    looped = FUSED + "\n" + "Paris has many bridges over the river Seine. " * 20
+    with endpoint(scripted(fusor=looped)) as (_, server):
+        resp = _client(server).chat.completions.create(model="fusion-4", messages=MESSAGES)
+    record = resp.model_extra["fusion_dspy"]
+    assert resp.choices[0].message.content == FUSED + "\nParis has many bridges over the river Seine."
+    assert record["fallback"] is None and "where it began to loop" in record["cut"]
+
+
 def test_usage_counts_every_choice_where_the_server_reports_one():
     """llama.cpp reports one choice's completion tokens for n=4; the bill counts each draft with /tokenize."""
     drafts = ["Paris." * 20, "Paris, the capital.", "Paris", "It is Paris, on the Seine."]

@@ -62,7 +62,8 @@ def _fusor(server, policy: str, window: int | None = WINDOW) -> Fusor:
     lm = Endpoint("f", "openai/f", api_base=server.api_base, api_key="x", num_retries=0, context_window=window).lm(
         max_tokens=MAX_TOKENS, temperature=0.0, cache=False
     )
-    return Fusor(QA, lm=lm, context_policy=policy, retries=0)
+    # min_copied_share=0: the fake's reply takes nothing from the drafts, which is not what these tests are about
+    return Fusor(QA, lm=lm, context_policy=policy, retries=0, min_copied_share=0)
 
 
 def test_the_fake_rejects_an_overflowing_prompt(server):
@@ -123,6 +124,6 @@ def test_a_replicated_endpoint_trims_candidates_to_its_context_window():
                       replicas=(("openai/f", two.api_base),))
         lm = ep.lm(max_tokens=MAX_TOKENS, temperature=0.0, cache=False)
         assert type(lm).__name__ == "RoutedLM" and lm.fd_context_window == WINDOW
-        fusion = Fusor(QA, lm=lm, retries=0)(candidates=_cset([6000, 300, 2500, 900]))
+        fusion = Fusor(QA, lm=lm, retries=0, min_copied_share=0)(candidates=_cset([6000, 300, 2500, 900]))
         assert one.overflows == [] and two.overflows == [] and len(one.sizes) + len(two.sizes) == 1
     assert fusion.fallback is None and fusion.trimmed["policy"] == "trim" and fusion.trimmed["window"] == WINDOW
