@@ -63,11 +63,13 @@ def fuse_many(server, examples, *, task, n: int, max_tokens: int, compare: bool,
             "id": ex.id, "prompt": str(next(iter(ex.inputs().values()))), "candidates": cands, "answer": answer,
             "comparison": pred.fusion.comparison, "fallback": pred.fallback, "truncated": pred.fusion.truncated,
             "rejected": pred.fusion.raw if pred.fallback else None,  # the fusor's last unusable text, to read why
+            "cut": pred.fusion.cut, "uncut": pred.fusion.raw if pred.fusion.cut else None,  # a loop cut from the answer
             "substance": sub, "seconds": time.perf_counter() - started,
             "candidates_degenerate": sum(assess(c, cands).degenerate for c in cands), "fusor_calls": pred.fusion.usage.calls,
         })
         print(f"{ex.id}: substantive={sub.substantive} chars={sub.chars} ratio={sub.length_ratio:.2f} "
               f"copied={sub.copied_share:.2f} framing={list(sub.framing)} repetition={sub.repetition:.2f} "
+              f"calls={pred.fusion.usage.calls} cut={pred.fusion.cut is not None} "
               f"{rows[-1]['seconds']:.1f}s", flush=True)
     return rows
 
@@ -200,6 +202,8 @@ def write_answers(path: str, rows: list[dict]) -> None:
         if r.get("rejected"):
             lines.append(f"**Rejected by the guard** ({r['fallback']}):\n\n```\n{r['rejected']}\n```\n")
         lines.append(f"**Fused** ({r['substance'].to_dict()}):\n\n```\n{r['answer']}\n```\n")
+        if r.get("cut"):
+            lines.append(f"**The fusor's whole text** ({r['cut']}):\n\n```\n{r['uncut']}\n```\n")
     Path(path).write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -235,6 +239,7 @@ def main() -> None:
                 "format": args.format, "fusor_temperature": args.fusor_temperature, "truncated": sum(r["truncated"] for r in rows),
                 "candidates": sum(len(r["candidates"]) for r in rows),
                 "candidates_degenerate": sum(r["candidates_degenerate"] for r in rows),
+                "loops_cut": sum(r["cut"] is not None for r in rows), "fusor_calls": sum(r["fusor_calls"] for r in rows),
                 "seconds": round(time.perf_counter() - started, 1),
             })
             result["substance"] = summary
