@@ -48,10 +48,10 @@ from fusion_dspy.types import Candidate, CandidateSet, Fusion, Usage
 logger = logging.getLogger(__name__)
 
 ContextPolicy = Literal["trim", "drop_longest"]
-# a fused answer to a long-form task (drafts of LONG_FORM_CHARS or more) that takes less of its text from the
-# drafts than the substance check's floor is no fusion of them: "I'm ready to help! Just type your code ...",
-# instructions of its own ("Your answer must contain exactly 3 paragraphs ..."), seen on the embedded model; the
-# paper finds most fused text comes from the samples, so a capable fusor rarely comes near it
+# a fused answer to a long-form text task (one output field, drafts of LONG_FORM_CHARS or more) that takes less
+# of its text from the drafts than the substance check's floor is no fusion of them: "I'm ready to help! Just
+# type your code ...", instructions of its own ("Your answer must contain exactly 3 paragraphs ..."), seen on
+# the embedded model; the paper finds most fused text comes from the samples, so a capable fusor rarely nears it
 DRIFT_FLOOR = MIN_COPIED_SHARE
 LONG_FORM_CHARS = 200
 # what is left of a looping answer after its loop is cut must be at least this share of the drafts' median length
@@ -161,9 +161,9 @@ class Fusor(dspy.Module):
         use_schema: structured prompts only: constrained JSON decoding.
         retries: fresh attempts after an unusable output, before falling back. A retry shows the
             drafts rotated (another draft first), at a temperature of at least 0.3.
-        min_copied_share: on long-form tasks, a fused answer taking less of its text from the drafts
-            than this has drifted from them and is retried (0 turns the check off; lower it for a
-            fusor that rewrites in its own words).
+        min_copied_share: on long-form text tasks (one output field, drafts of 200+ characters), a
+            fused answer taking less of its text from the drafts than this has drifted from them and
+            is retried (0 turns the check off; lower it for a fusor that rewrites in its own words).
         context_window: the fusor's context in tokens (default: the LM's endpoint's, if known);
             when the candidates do not fit, ``context_policy`` applies before the call.
         context_policy: ``trim`` every candidate to an equal share, or ``drop_longest`` first.
@@ -519,8 +519,9 @@ def unusable_answer(outputs: dict[str, Any], shown: list[Candidate], inputs: dic
 
     Only what the fusor added counts: framing that a candidate or the task's inputs already contain
     (a task about "Candidate 2") and loops that the candidates share are the material, not a fault.
-    On a long-form task (drafts' median of :data:`LONG_FORM_CHARS` or more), an answer taking under
-    ``min_copied`` of its text from the drafts has drifted from them (0: no such check).
+    On a long-form text task (one output field, drafts' median of :data:`LONG_FORM_CHARS` or more), an
+    answer taking under ``min_copied`` of its text from the drafts has drifted from them (0: no such
+    check). Reasoning + answer tasks are left alone: a fusor may well redo the working in its own words.
     A fused answer that fails is retried (with a fresh sample), then replaced by a candidate.
     """
     text = "\n".join(str(v) for v in outputs.values() if isinstance(v, str))
@@ -536,7 +537,7 @@ def unusable_answer(outputs: dict[str, Any], shown: list[Candidate], inputs: dic
         how = f"{loop:.0%} of its word 4-grams repeat" if loop > DEGENERATE_REPETITION else f"{said} sentence(s) said three times or more"
         return f"the fused answer loops ({how}) where no candidate does"
     drafts = [render_fields(c.outputs) for c in shown]
-    if min_copied > 0 and drafts and statistics.median(len(d) for d in drafts) >= LONG_FORM_CHARS:
+    if min_copied > 0 and len(outputs) == 1 and drafts and statistics.median(len(d) for d in drafts) >= LONG_FORM_CHARS:
         share = copied_share(text, drafts)
         if share < min_copied:
             return f"the fused answer drifted from the drafts (only {share:.0%} of it taken from them, under {min_copied:.0%})"

@@ -374,6 +374,16 @@ def test_drift_every_attempt_falls_back_and_says_why_and_can_be_turned_off():
     assert free.fallback is None and free.outputs["response"] == drifted
 
 
+def test_a_reasoning_and_answer_task_is_no_long_form_text_task_for_the_drift_check():
+    # the fusor may redo the working in its own words; what it takes verbatim says little there
+    drafts = tuple(Candidate(i, "m", i, {"reasoning": LONG_DRAFTS[i], "answer": "Monday"}) for i in range(2))
+    cset = CandidateSet({"question": "When should I send it?"}, drafts, ("reasoning", "answer"))
+    reply = json.dumps({"comparison": "both fine", "reasoning": "Send it early in the week.", "answer": "Monday"})
+    with FakeOpenAIServer(reply=reply) as server:
+        fusion = Fusor(dspy.Signature("question -> reasoning, answer"), lm=_lm(server))(candidates=cset)
+    assert fusion.fallback is None and fusion.outputs == {"reasoning": "Send it early in the week.", "answer": "Monday"}
+
+
 def test_short_drafts_are_no_long_form_task_for_the_drift_check():
     # a rewritten one-line answer takes nothing verbatim from one-line drafts, and that is fine
     with FakeOpenAIServer(reply="Send it on Monday.") as server:
