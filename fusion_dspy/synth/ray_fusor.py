@@ -109,8 +109,8 @@ class EngineFusor:
         if not fusion["pending"]:
             return []
         fusor = self._fusor()
-        seed = int(self.config["seed"]) + int(state["attempt"]) * (1 + fusor.retries) + int(fusion["attempt"])
         attempt = int(fusion["attempt"])
+        seed = int(self.config["seed"]) + int(state["attempt"]) * (1 + fusor.retries) + attempt
         request = FusionRequest.from_dict(fusion["request"])
         messages = fusion["messages"] if attempt == 0 else fusor.messages(fusor.attempt_request(request, attempt))  # rotated drafts
         return [{"messages": messages, "sampling_params": fusor.sampling_params(request, attempt, seed=seed)}]
