@@ -137,9 +137,12 @@ def side_by_side(server, prompts: list[str], *, n: int, max_tokens: int, fusor_t
     fused_tokens = moa_tokens = 0
     fusor_seconds = probe_fusor_seconds = 0.0
     substantive = {"fusion": 0, "probe": 0}
+    fusor_calls = 0
     examples = []
     for i, prompt in enumerate(prompts):
         answers: dict[str, str] = {}
+        took: dict[str, float] = {}
+        fusion_notes: dict[str, object] = {}
         methods = ["fusion", "moa", "probe"]
         for method in methods[i % 3:] + methods[: i % 3]:
             started = time.perf_counter()
@@ -148,6 +151,8 @@ def side_by_side(server, prompts: list[str], *, n: int, max_tokens: int, fusor_t
                 answers[method] = pred.response or ""
                 fused_tokens += pred.usage["total"]["total_tokens"]
                 fusor_seconds += pred.fusion.usage.seconds
+                fusor_calls += pred.fusion.usage.calls
+                fusion_notes = {"fusor_calls": pred.fusion.usage.calls, "fallback": pred.fallback, "cut": pred.fusion.cut}
                 drafts = [answer_text(c.outputs, "response") for c in pred.candidates.ok]
                 substantive[method] += assess(answers[method], drafts, fallback=pred.fallback is not None).substantive
             elif method == "moa":
@@ -158,10 +163,12 @@ def side_by_side(server, prompts: list[str], *, n: int, max_tokens: int, fusor_t
                 answers[method], drafts, fusing = plain_probe(client, prompt, n=n, max_tokens=max_tokens, fusor_temperature=fusor_temperature)
                 probe_fusor_seconds += fusing
                 substantive[method] += assess(answers[method], drafts).substantive
-            seconds[method] += time.perf_counter() - started
+            took[method] = round(time.perf_counter() - started, 1)
+            seconds[method] += took[method]
             lengths[method].append(len(answers[method]))
-        examples.append({"prompt": prompt, **answers})
-        print(" | ".join(f"{m} {lengths[m][-1]} chars" for m in methods), flush=True)
+        examples.append({"prompt": prompt, **answers, "seconds": took, **fusion_notes})
+        print(" | ".join(f"{m} {lengths[m][-1]} chars {took[m]} s" for m in methods) + f" | fusor calls {fusion_notes['fusor_calls']}",
+              flush=True)
     median = {m: statistics.median(v) for m, v in lengths.items()}
     return {
         "prompts": len(prompts), "max_tokens": max_tokens,
@@ -171,7 +178,7 @@ def side_by_side(server, prompts: list[str], *, n: int, max_tokens: int, fusor_t
         "time_ratio": round(seconds["fusion"] / seconds["moa"], 3) if seconds["moa"] else None,
         "fusion_median_chars": median["fusion"], "moa_median_chars": median["moa"],
         "length_ratio": round(median["fusion"] / max(1, median["moa"]), 3),
-        "fusion_tokens": fused_tokens, "moa_completion_tokens": moa_tokens,
+        "fusion_tokens": fused_tokens, "moa_completion_tokens": moa_tokens, "fusor_calls": fusor_calls,
         "probe_seconds": round(seconds["probe"], 1), "probe_fusor_seconds": round(probe_fusor_seconds, 1),
         "probe_time_ratio": round(seconds["probe"] / seconds["moa"], 3) if seconds["moa"] else None,
         "probe_median_chars": median["probe"],
