@@ -525,18 +525,17 @@ def unusable_answer(outputs: dict[str, Any], shown: list[Candidate], inputs: dic
     A fused answer that fails is retried (with a fresh sample), then replaced by a candidate.
     """
     text = "\n".join(str(v) for v in outputs.values() if isinstance(v, str))
-    sources = [render_fields(c.outputs) for c in shown] + [render_fields(inputs)]
-    seen = {kind for source in sources for kind in framing_found(source)}
+    drafts = [render_fields(c.outputs) for c in shown]
+    seen = {kind for source in [*drafts, render_fields(inputs)] for kind in framing_found(source)}
     added = [kind for kind in framing_found(text) if kind not in seen]
     if added:
         return f"the fused answer repeats the prompt's framing ({', '.join(added)})"
     loop, said = repetition(text), repeated_sentences(text)
     if (loop > DEGENERATE_REPETITION or said) and not any(
-        repetition(t) > DEGENERATE_REPETITION or repeated_sentences(t) for t in (render_fields(c.outputs) for c in shown)
+        repetition(t) > DEGENERATE_REPETITION or repeated_sentences(t) for t in drafts
     ):
         how = f"{loop:.0%} of its word 4-grams repeat" if loop > DEGENERATE_REPETITION else f"{said} sentence(s) said three times or more"
         return f"the fused answer loops ({how}) where no candidate does"
-    drafts = [render_fields(c.outputs) for c in shown]
     if min_copied > 0 and len(outputs) == 1 and drafts and statistics.median(len(d) for d in drafts) >= LONG_FORM_CHARS:
         share = copied_share(text, drafts)
         if share < min_copied:
